@@ -1,0 +1,71 @@
+"""Builds the ASGI application; its lifespan opens storage and starts/stops every component."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
+
+from metadata_relay import status
+from metadata_relay.component import Component
+from metadata_relay.config import Settings
+from metadata_relay.http_edge import EdgeMiddleware
+from metadata_relay.observability import get_logger
+from metadata_relay.runtime import Runtime
+
+log = get_logger("metadata_relay.app")
+
+
+def build_components(runtime: Runtime) -> list[Component]:
+    """Every component, in start order."""
+    return []
+
+
+def build_routes() -> list[BaseRoute]:
+    return [*status.routes]
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "not_found", "message": "Not found"}, status_code=404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"error": "method_not_allowed", "message": "Method not allowed"}, status_code=405
+    )
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await Runtime.open(settings)
+        app.state.runtime = runtime
+        started: list[Component] = []
+        try:
+            for component in build_components(runtime):
+                await component.start()
+                started.append(component)
+                runtime.components[component.name] = component
+            log.info("started", port=settings.PORT, database=str(settings.SQLITE_DB_PATH),
+                     components=[c.name for c in started])
+            yield
+        finally:
+            for component in reversed(started):
+                try:
+                    await component.stop()
+                except Exception:
+                    log.exception("component_stop_failed", component=component.name)
+            await runtime.db.close()
+            log.info("stopped")
+
+    app = Starlette(
+        routes=build_routes(),
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    return EdgeMiddleware(app)

@@ -1,0 +1,69 @@
+"""The ``metadata-relay`` command: no arguments serves; subcommands for operators."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from metadata_relay.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="metadata-relay: TMDB/TVDB caching proxy, device pairing relay and STUN/TURN server.",
+)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    """Without a subcommand: serve."""
+    if ctx.invoked_subcommand is None:
+        serve()
+
+
+@app.command()
+def serve() -> None:
+    """Run the service: HTTP + WebSockets on HOST:PORT, STUN/TURN on TURN_PORT."""
+    import uvicorn
+
+    from metadata_relay.app import create_app
+    from metadata_relay.observability import configure_logging
+
+    settings = settings_or_exit()
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+        ws_max_size=64 * 1024,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite database (migrations, settings, generated secrets) and Redis adapter."""
