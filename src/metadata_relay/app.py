@@ -15,15 +15,21 @@ from metadata_relay import status
 from metadata_relay.component import Component
 from metadata_relay.config import Settings
 from metadata_relay.http_edge import EdgeMiddleware
+from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
+from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
 from metadata_relay.runtime import Runtime
+from metadata_relay.storage.redis import RedisAdapter
 
 log = get_logger("metadata_relay.app")
 
 
 def build_components(runtime: Runtime) -> list[Component]:
     """Every component, in start order."""
-    return []
+    settings = runtime.settings
+    redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
+    components: list[Component] = [MetadataProxy(settings, runtime.db, redis)]
+    return components
 
 
 def build_routes() -> list[BaseRoute]:
@@ -42,7 +48,7 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         runtime = await Runtime.open(settings)
         app.state.runtime = runtime
         started: list[Component] = []
@@ -53,7 +59,8 @@ def create_app(settings: Settings) -> ASGIApp:
                 runtime.components[component.name] = component
             log.info("started", port=settings.PORT, database=str(settings.SQLITE_DB_PATH),
                      components=[c.name for c in started])
-            yield
+            # ASGI lifespan state: copied into every request's scope["state"]
+            yield {"runtime": runtime, STATE_KEY: runtime.components["cache"]}
         finally:
             for component in reversed(started):
                 try:
@@ -68,4 +75,4 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed},
     )
-    return EdgeMiddleware(app)
+    return MetadataGateway(EdgeMiddleware(app))

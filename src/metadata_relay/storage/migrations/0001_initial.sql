@@ -37,6 +37,8 @@ CREATE TABLE cache_entries (
     status       INTEGER NOT NULL,
     content_type TEXT NOT NULL,
     body         BLOB NOT NULL,
+    gzip_body    BLOB,
+    etag         TEXT NOT NULL,
     stored_at    REAL NOT NULL,
     expires_at   REAL NOT NULL,
     purge_at     REAL NOT NULL

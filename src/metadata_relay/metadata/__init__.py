@@ -1,0 +1,1 @@
+"""TMDB/TVDB caching proxy: route table, TTL policy, cache tiers, upstream clients."""
