@@ -28,7 +28,8 @@ def build_components(runtime: Runtime) -> list[Component]:
     """Every component, in start order."""
     settings = runtime.settings
     redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
-    components: list[Component] = [MetadataProxy(settings, runtime.db, redis)]
+    components: list[Component] = [] if redis is None else [redis]
+    components.append(MetadataProxy(settings, runtime.db, redis))
     return components
 
 

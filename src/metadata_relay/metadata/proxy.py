@@ -109,8 +109,6 @@ class MetadataProxy:
     async def start(self) -> None:
         for client in self.clients.values():
             await client.start()
-        if self.redis is not None:
-            await self.redis.start()
         self._spawn(self._purge_loop())
 
     async def stop(self) -> None:
@@ -121,10 +119,9 @@ class MetadataProxy:
                 await task
         for client in self.clients.values():
             await client.stop()
-        if self.redis is not None:
-            await self.redis.stop()
 
     def health(self) -> str:
+        # a Redis outage degrades the shared tier; the redis component reports it too
         if self.redis is not None and not self.redis.healthy:
             return "degraded"
         return "ok"

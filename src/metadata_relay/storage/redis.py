@@ -16,6 +16,10 @@ log = get_logger("metadata_relay.storage.redis")
 
 
 class RedisAdapter:
+    """Component ``redis`` (present only when ``REDIS_URL`` is set)."""
+
+    name = "redis"
+
     def __init__(self, url: str, *, timeout: float = 1.0, check_interval: float = 1.0) -> None:
         try:
             import redis.asyncio as aioredis
@@ -51,6 +55,9 @@ class RedisAdapter:
 
     def health(self) -> str:
         return "ok" if self.healthy else "degraded"
+
+    def stats(self) -> dict[str, Any]:
+        return {"connected": self.healthy}
 
     async def _ping(self) -> None:
         was = self.healthy

@@ -1,0 +1,207 @@
+"""Outages and stampedes: single flight, stale-while-revalidate, stale-if-error, politeness
+caps, Retry-After and the circuit breaker, all against the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+from tests.doubles.fake_upstream import FakeUpstream
+from tests.relay_server import client, serve_relay
+
+
+def age_entries(db: Path, seconds_past_expiry: float) -> int:
+    """Make every cached entry expired by ``seconds_past_expiry`` (simulates time passing)."""
+    now = time.time()
+    with sqlite3.connect(db) as conn:
+        n = conn.execute(
+            "UPDATE cache_entries SET expires_at = ?, purge_at = ? + 30 * 86400",
+            (now - seconds_past_expiry, now - seconds_past_expiry),
+        ).rowcount
+    return n
+
+
+async def warm(tmp_path: Path, upstream: FakeUpstream, paths: list[str]) -> dict[str, bytes]:
+    bodies = {}
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        for p in paths:
+            async with http.get(base + p) as r:
+                assert r.status == 200
+                bodies[p] = await r.read()
+    return bodies
+
+
+async def test_concurrent_misses_make_one_upstream_call(tmp_path, upstream: FakeUpstream):
+    upstream.delay = 0.3
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+
+        async def one() -> tuple[int, bytes, str]:
+            async with http.get(base + "/tmdb/tv/shows/1399?language=en") as r:
+                return r.status, await r.read(), r.headers["x-cache"]
+
+        results = await asyncio.gather(*(one() for _ in range(60)))
+    assert upstream.count("/3/tv/1399") == 1
+    assert {s for s, _, _ in results} == {200}
+    assert len({b for _, b, _ in results}) == 1
+
+
+async def test_client_leaving_does_not_cancel_the_shared_fetch(tmp_path, upstream: FakeUpstream):
+    upstream.delay = 0.5
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        impatient = asyncio.create_task(http.get(base + "/tmdb/movies/77"))
+        await asyncio.sleep(0.1)
+        impatient.cancel()
+        async with http.get(base + "/tmdb/movies/77") as r:
+            assert r.status == 200
+        async with http.get(base + "/tmdb/movies/77") as r:
+            assert r.headers["x-cache"] == "HIT"
+    assert upstream.count("/3/movie/77") == 1
+
+
+async def test_stale_while_revalidate_serves_old_and_refreshes_once(
+    tmp_path, upstream: FakeUpstream
+):
+    old = await warm(tmp_path, upstream, ["/tmdb/movies/603"])
+    assert age_entries(tmp_path / "relay.db", 60) == 1
+    upstream.body_padding = 10  # the refreshed answer differs
+    upstream.delay = 0.3
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+
+        async def one() -> tuple[str, bytes]:
+            async with http.get(base + "/tmdb/movies/603") as r:
+                assert r.status == 200
+                return r.headers["x-cache"], await r.read()
+
+        first = await asyncio.gather(*(one() for _ in range(10)))
+        assert all(c == "STALE" and b == old["/tmdb/movies/603"] for c, b in first)
+        for _ in range(50):
+            if upstream.count("/3/movie/603") == 2 and not upstream.in_flight:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        cache, body = await one()
+        assert cache == "HIT" and b"overview" in body
+    assert upstream.count("/3/movie/603") == 2  # warm-up + exactly one refresh
+
+
+async def test_stale_if_error_on_5xx_timeout_and_refused(tmp_path, upstream: FakeUpstream):
+    paths = ["/tmdb/movies/1", "/tvdb/series/2", "/tmdb/tv/shows/3/1"]
+    old = await warm(tmp_path, upstream, paths)
+    age_entries(tmp_path / "relay.db", 3 * 86400)  # past the revalidate window
+    upstream.fail_status = 503
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        for p in paths:
+            async with http.get(base + p) as r:
+                assert r.status == 200 and r.headers["x-cache"] == "STALE"
+                assert await r.read() == old[p]
+        async with http.get(base + "/tmdb/movies/999") as r:  # cold key: clear error
+            assert r.status == 502
+    upstream.fail_status = None
+    upstream.hang = True
+    env = {**upstream.env(), "UPSTREAM_TIMEOUT": "0.3"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        async with http.get(base + paths[0]) as r:
+            assert r.status == 200 and r.headers["x-cache"] == "STALE"
+        async with http.get(base + "/tmdb/movies/998") as r:
+            assert r.status == 504
+    env = {**upstream.env()}
+    upstream.stop()  # connection refused from now on
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        async with http.get(base + paths[0]) as r:
+            assert r.status == 200 and r.headers["x-cache"] == "STALE"
+
+
+async def test_entries_older_than_stale_window_are_not_served(tmp_path, upstream: FakeUpstream):
+    await warm(tmp_path, upstream, ["/tmdb/movies/1"])
+    age_entries(tmp_path / "relay.db", 31 * 86400)
+    upstream.fail_status = 500
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        async with http.get(base + "/tmdb/movies/1") as r:
+            assert r.status == 502
+
+
+async def test_upstream_concurrency_cap(tmp_path, upstream: FakeUpstream):
+    upstream.delay = 0.2
+    env = {**upstream.env(), "UPSTREAM_MAX_CONNECTIONS": "3", "UPSTREAM_MAX_RPS": "1000"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+
+        async def one(i: int) -> int:
+            async with http.get(base + f"/tmdb/movies/{i}") as r:
+                return r.status
+
+        statuses = await asyncio.gather(*(one(i) for i in range(1, 16)))
+    assert statuses == [200] * 15
+    assert upstream.peak_in_flight <= 3
+    assert upstream.peak_in_flight == 3  # the cap was reached, so the test is meaningful
+
+
+async def test_upstream_rate_cap(tmp_path, upstream: FakeUpstream):
+    env = {**upstream.env(), "UPSTREAM_MAX_RPS": "20"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+
+        async def one(i: int) -> int:
+            async with http.get(base + f"/tmdb/movies/{i}") as r:
+                return r.status
+
+        statuses = await asyncio.gather(*(one(i) for i in range(1, 31)))
+    assert statuses == [200] * 30
+    starts = sorted(c.at for c in upstream.api_calls())
+    worst = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
+    assert worst <= 21  # 20/s, +1 for the window's two ends
+
+
+async def test_queue_wait_is_bounded_with_503(tmp_path, upstream: FakeUpstream):
+    upstream.delay = 1.5
+    env = {**upstream.env(), "UPSTREAM_MAX_CONNECTIONS": "1", "UPSTREAM_QUEUE_TIMEOUT": "0.3"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        slow = asyncio.create_task(http.get(base + "/tmdb/movies/1"))
+        await asyncio.sleep(0.1)
+        async with http.get(base + "/tmdb/movies/2") as r:
+            assert r.status == 503
+            assert (await r.json())["error"] == "upstream_busy"
+            assert int(r.headers["retry-after"]) >= 1
+        resp = await slow
+        assert resp.status == 200
+        resp.release()
+    assert upstream.count("/3/movie/2") == 0
+
+
+async def test_retry_after_blocks_the_provider(tmp_path, upstream: FakeUpstream):
+    upstream.fail_status = 429
+    upstream.fail_retry_after = "30"
+    env = {**upstream.env(), "UPSTREAM_QUEUE_TIMEOUT": "0.5"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        async with http.get(base + "/tmdb/movies/1") as r:
+            assert r.status == 502 and r.headers["retry-after"] == "30"
+        upstream.fail_status = None
+        async with http.get(base + "/tmdb/movies/2") as r:
+            assert r.status == 502
+            assert (await r.json())["error"] == "upstream_rate_limited"
+            assert 25 <= int(r.headers["retry-after"]) <= 30
+        async with http.get(base + "/tvdb/series/2") as r:
+            assert r.status == 200  # only that provider is blocked
+    assert upstream.count("/3/movie/2") == 0
+
+
+async def test_circuit_breaker_stops_hammering_then_probes(tmp_path, upstream: FakeUpstream):
+    upstream.fail_status = 500
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        for i in range(1, 6):
+            async with http.get(base + f"/tmdb/movies/{i}") as r:
+                assert r.status == 502
+        assert len(upstream.api_calls()) == 5
+        for i in range(6, 16):
+            async with http.get(base + f"/tmdb/movies/{i}") as r:
+                assert r.status == 502
+                assert (await r.json())["error"] == "upstream_unavailable"
+        assert len(upstream.api_calls()) == 5  # open: nothing sent
+        async with http.get(base + "/stats") as r:
+            assert (await r.json())["cache"]["upstream"]["tmdb"]["circuit"] != "closed"
+        upstream.fail_status = None
+        await asyncio.sleep(2.2)  # the first cool-down
+        async with http.get(base + "/tmdb/movies/20") as r:
+            assert r.status == 200  # the probe succeeds and closes the circuit
+        async with http.get(base + "/tmdb/movies/21") as r:
+            assert r.status == 200
