@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -55,7 +56,7 @@ async def test_concurrency_cap_and_rate_spacing() -> None:
 
     await asyncio.gather(*(one() for _ in range(10)))
     assert peak <= 2
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.02 * 0.9  # 1/rate apart (scheduler slack allowed)
 
 
