@@ -67,6 +67,7 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopping = False
 
     # --- control ------------------------------------------------------------------------
     @property
@@ -129,6 +130,7 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -145,8 +147,8 @@ class FakeUpstream:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            if self.hang:
-                await asyncio.sleep(3600)
+            while self.hang and not self._stopping:
+                await asyncio.sleep(0.02)
             if self.delay:
                 await asyncio.sleep(self.delay)
             if request.path == "/v4/login" and request.method == "POST":

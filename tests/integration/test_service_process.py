@@ -58,14 +58,8 @@ def test_kill_9_then_reopen_cleanly(tmp_path: Path) -> None:
 
 def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("metadata-relay")
-    cases = {
-        "PORT": "not-a-port",
-        "TURN_MIN_PORT": "60000",
-        "TURN_ALLOWED_PEERS": "10.0.0.0/33",
-        "TMDB_BASE_URL": "notaurl",
-        "REDIS_URL": "http://example",
-        "LOG_LEVEL": "loud",
-    }
+    # every variable's validation is covered in tests/unit/test_config.py; here: the CLI path
+    cases = {"PORT": "not-a-port", "TURN_ALLOWED_PEERS": "10.0.0.0/33"}
     for var, value in cases.items():
         env = {"PATH": "/usr/bin:/bin", "SQLITE_DB_PATH": str(tmp_path / "x.db"), var: value}
         r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=30)

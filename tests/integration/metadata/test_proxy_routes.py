@@ -135,7 +135,8 @@ async def test_bad_tmdb_key_passes_upstream_401(tmp_path, upstream: FakeUpstream
 async def test_upstream_errors_map_to_502_envelope(tmp_path, upstream: FakeUpstream, status):
     upstream.fail_status = status
     upstream.fail_retry_after = "7" if status == 429 else None
-    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+    env = {**upstream.env(), "UPSTREAM_QUEUE_TIMEOUT": "0.5"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
         async with http.get(base + "/tmdb/movies/603") as r:
             assert r.status == 502
             body = await r.json()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from metadata_relay.config import ConfigError, load_settings
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings({})
+    assert (s.HOST, s.PORT) == ("0.0.0.0", 4001)
+    assert str(s.SQLITE_DB_PATH) == "data/metadata_relay.db"
+    assert s.TMDB_BASE_URL == "https://api.themoviedb.org/3"
+    assert s.TVDB_BASE_URL == "https://api4.thetvdb.com/v4"
+    assert s.TURN_ENABLED and s.TURN_PORT == 3478 and s.TURN_REALM == "metadata-relay"
+    assert (s.TURN_MIN_PORT, s.TURN_MAX_PORT) == (49152, 49252)
+    assert s.TURN_MAX_RATE == 1_000_000 and s.TURN_CREDENTIAL_TTL == 86400
+    assert s.UPSTREAM_MAX_RPS == 40 and s.UPSTREAM_MAX_CONNECTIONS == 16
+    assert s.REDIS_URL is None and s.TMDB_API_KEY is None and s.TURN_URI is None
+    assert ipaddress.ip_network("::ffff:0:0/96") not in s.TURN_DENIED_PEERS
+    assert ipaddress.ip_network("fc00::/7") in s.TURN_DENIED_PEERS
+    assert len(s.TURN_DENIED_PEERS) == 26
+    ipaddress.ip_address(s.turn_public_ip)
+
+
+def test_lists_and_empty_values() -> None:
+    s = load_settings({"TURN_ALLOWED_PEERS": "127.0.0.0/8, ::1/128", "TURN_SECRETS": "a,b,,c",
+                       "TMDB_API_KEY": "", "LOG_LEVEL": "DEBUG", "REDIS_URL": ""})
+    assert [str(n) for n in s.TURN_ALLOWED_PEERS] == ["127.0.0.0/8", "::1/128"]
+    assert s.TURN_SECRETS == ("a", "b", "c")
+    assert s.TMDB_API_KEY is None and s.REDIS_URL is None and s.LOG_LEVEL == "debug"
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("PORT", "not-a-port"), ("PORT", "70000"), ("TURN_PORT", "-1"),
+    ("TURN_MIN_PORT", "60000"), ("TURN_ALLOWED_PEERS", "10.0.0.0/33"),
+    ("TURN_DENIED_PEERS", "nonsense"), ("TRUSTED_PROXIES", "1.2.3.4/40"),
+    ("TMDB_BASE_URL", "notaurl"), ("TVDB_BASE_URL", "ftp://x"), ("TMDB_BASE_URL", "http://h:x/"),
+    ("REDIS_URL", "http://example"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
+    ("TURN_ENABLED", "maybe"), ("TURN_URI", "http://x"), ("TURN_PUBLIC_IP", "host.example"),
+    ("HOST", "not an ip"), ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_MAX_CONNECTIONS", "0"),
+    ("TURN_CREDENTIAL_TTL", "5"),
+])
+def test_bad_values_name_the_variable_in_one_line(var: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({var: value})
+    message = str(err.value)
+    assert "\n" not in message
+    assert var in message
+
+
+def test_secret_values_are_not_echoed() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"TURN_CREDENTIAL_TTL": "1", "TMDB_API_KEY": "supersecret"})
+    assert "supersecret" not in str(err.value)
