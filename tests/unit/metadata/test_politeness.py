@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -56,8 +55,9 @@ async def test_concurrency_cap_and_rate_spacing() -> None:
 
     await asyncio.gather(*(one() for _ in range(10)))
     assert peak <= 2
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.02 * 0.9  # 1/rate apart (scheduler slack allowed)
+    # slots are 1/rate apart; a start can be late (scheduling) but never early, and the
+    # first starts at once, so ten starts span at least nine intervals
+    assert starts[-1] - starts[0] >= 9 * 0.02 - 0.005
 
 
 async def test_queue_wait_is_bounded() -> None:
