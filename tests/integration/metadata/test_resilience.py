@@ -149,7 +149,10 @@ async def test_upstream_rate_cap(tmp_path, upstream: FakeUpstream):
     assert statuses == [200] * 30
     starts = sorted(c.at for c in upstream.api_calls())
     worst = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
-    assert worst <= 21  # 20/s, +1 for the window's two ends
+    # 20/s: without the gate all 30 would arrive within a few ms. Slots are 50 ms apart;
+    # allow 2 for the window's ends and network jitter moving a start into the next window.
+    assert worst <= 22
+    assert starts[-1] - starts[0] >= 29 * 0.05 - 0.05
 
 
 async def test_queue_wait_is_bounded_with_503(tmp_path, upstream: FakeUpstream):
