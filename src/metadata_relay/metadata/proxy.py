@@ -267,7 +267,10 @@ class MetadataProxy:
             entry = Entry.create(200 if status < 300 else 404, resp.content_type, resp.body,
                                  ttl_for(route.ttl, status))
             self.memory.put(key, entry)
-            await self.persistent.put(key, entry)
+            try:
+                await self.persistent.put(key, entry)
+            except Exception:  # a full disk must not fail the answer we already have
+                log.exception("cache_store_failed", tier=self.persistent.name)
             return _entry_reply(entry, MISS)
         if status == 429 or status >= 500:
             raise UpstreamFailure("bad_status", f"{route.provider.upper()} answered {status}",

@@ -3,6 +3,7 @@ status mapping, TVDB token handling."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -229,3 +230,25 @@ async def test_request_id_echoed_and_cors(tmp_path, upstream: FakeUpstream):
             assert r.status == 204
             assert "GET" in r.headers["access-control-allow-methods"]
             assert "authorization" in r.headers["access-control-allow-headers"]
+
+
+async def test_tvdb_token_refreshed_ahead_of_expiry(tmp_path, upstream: FakeUpstream):
+    upstream.token_lifetime = 3  # refresh once less than 10 % of it remains
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        async with http.get(base + "/tvdb/series/1") as r:
+            assert r.status == 200
+        assert upstream.logins == 1
+        await asyncio.sleep(2.8)
+        async with http.get(base + "/tvdb/series/2") as r:
+            assert r.status == 200
+        assert upstream.logins == 2
+        assert upstream.count("/v4/series/2") == 1  # refreshed before, not after, a 401
+
+
+async def test_failed_tvdb_login_backs_off(tmp_path, upstream: FakeUpstream):
+    env = {**upstream.env(), "TVDB_API_KEY": "bad"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        for i in range(5):
+            async with http.get(base + f"/tvdb/series/{i + 1}") as r:
+                assert r.status == 401
+        assert upstream.logins == 1  # retried only after the backoff, not per request
