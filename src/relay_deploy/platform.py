@@ -417,7 +417,9 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
                 root: Path | None = None, components: tuple[str, ...] = ()) -> list[Obj]:
     """The rendered ``apps/metadata-relay`` kustomization for ``domain`` (apply order).
 
-    ``components`` may name optional kustomize components, e.g. ``("components/redis",)``.
+    ``image`` (``repo:tag`` or ``repo@sha256:...``) replaces the pinned relay image; None or
+    "" keeps the tag pinned in kustomization.yaml. ``components`` may name optional kustomize
+    components, e.g. ``("components/redis",)``.
     """
     patches = site_patches(domain=domain, relay_subdomain=relay_subdomain)
     images = [image_override(image, root)] if image else []
