@@ -11,7 +11,8 @@ Everything here is pure: files in, plain Kubernetes objects (dicts) out. No netw
   3. :func:`cluster_issuers` - Let's Encrypt staging and production (needs cert-manager's CRDs).
 
 ``app`` phase:
-  1. :func:`relay_secret` (never written to disk or printed).
+  1. :func:`relay_namespace` (the Namespace exactly as the kustomization renders it), then
+     :func:`relay_secret` (never written to disk or printed).
   2. either :func:`argocd_application` (GitOps) or :func:`app_objects` (direct apply).
 
 Values files carry ``${DOMAIN}``, ``${RELAY_HOST}``, ``${ARGOCD_HOST}`` and ``${ACME_EMAIL}``
@@ -428,6 +429,15 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
                                 images=images)
     except kustomize.KustomizeError as exc:
         raise PlatformError(str(exc)) from None
+
+
+def relay_namespace(root: Path | None = None) -> Obj:
+    """The relay's Namespace as the kustomization renders it (apply it before the Secret)."""
+    objs = app_objects(domain="example.com", root=root)
+    ns = [o for o in objs if o["kind"] == "Namespace"]
+    if len(ns) != 1 or ns[0]["metadata"]["name"] != RELAY_NAMESPACE:
+        raise PlatformError(f"{app_dir(root)}: expected the Namespace {RELAY_NAMESPACE}")
+    return ns[0]
 
 
 def _argocd_image(override: kustomize.Image) -> str:

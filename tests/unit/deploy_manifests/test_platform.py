@@ -249,6 +249,12 @@ def test_cloudflare_secret_rejects_bad_token(token: str) -> None:
         platform.cloudflare_secret(token)
 
 
+def test_relay_namespace_is_the_rendered_one() -> None:
+    ns = platform.relay_namespace()
+    assert ns == next(o for o in platform.app_objects(domain=DOMAIN) if o["kind"] == "Namespace")
+    assert ns["metadata"]["name"] == platform.relay_secret({})["metadata"]["namespace"]
+
+
 def test_platform_workloads() -> None:
     workloads = platform.platform_workloads()
     assert ("Deployment", "cert-manager", "cert-manager-webhook") in workloads
