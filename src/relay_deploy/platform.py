@@ -448,10 +448,11 @@ def _argocd_image(override: kustomize.Image) -> str:
 
 def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
                        relay_subdomain: str = "relay", image: str | None = None,
-                       root: Path | None = None) -> Obj:
+                       root: Path | None = None, components: tuple[str, ...] = ()) -> Obj:
     """The Argo CD ``Application`` syncing ``apps/metadata-relay`` from ``repo_url``.
 
-    Automated sync with prune and self-heal; host names patched for ``domain``.
+    Automated sync with prune and self-heal; host names patched for ``domain``; ``image`` and
+    ``components`` as for :func:`app_objects` (Argo CD renders the same objects).
     """
     if not isinstance(repo_url, str) or not re.fullmatch(
         r"(https://|ssh://|git@)[^\s]+", repo_url
@@ -472,6 +473,11 @@ def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
         domain=domain, relay_subdomain=relay_subdomain)]}
     if image:
         kust["images"] = [_argocd_image(image_override(image, root))]
+    if components:
+        for component in components:
+            if not (app_dir(root) / component / "kustomization.yaml").is_file():
+                raise ValueError(f"no kustomize component {component!r} in {app_dir(root)}")
+        kust["components"] = list(components)
     source["kustomize"] = kust
     return app
 

@@ -199,7 +199,8 @@ def test_argocd_application_renders_like_app_objects() -> None:
     patches and images, applied by the renderer, give app_objects() exactly."""
     image = "ghcr.io/me/metadata-relay:3.1.4"
     app = platform.argocd_application(repo_url="git@github.com:me/relay.git", revision="v3",
-                                      domain="example.org", relay_subdomain="r", image=image)
+                                      domain="example.org", relay_subdomain="r", image=image,
+                                      components=("components/redis",))
     assert app["metadata"]["namespace"] == platform.ARGOCD_NAMESPACE
     src = app["spec"]["source"]
     assert (src["repoURL"], src["targetRevision"], src["path"]) == (
@@ -212,9 +213,14 @@ def test_argocd_application_renders_like_app_objects() -> None:
     name, _, ref = spec.partition("=")
     new_name, tag, _ = kustomize.split_image(ref)
     images = [kustomize.Image(name=name, new_name=new_name, new_tag=tag)]
-    via_argo = kustomize.render(platform.app_dir(), patches=patches, images=images)
+    via_argo = kustomize.render(platform.app_dir(), patches=patches, images=images,
+                                components=src["kustomize"]["components"])
     assert via_argo == platform.app_objects(domain="example.org", relay_subdomain="r",
-                                            image=image)
+                                            image=image, components=("components/redis",))
+    assert any(o["metadata"]["name"] == "redis" for o in via_argo)
+    with pytest.raises(ValueError, match="component"):
+        platform.argocd_application(repo_url="https://example.com/r.git", domain=DOMAIN,
+                                    components=("components/nope",))
 
 
 @pytest.mark.parametrize("url", ["", "github.com/me/r", "file:///etc", "https://x y",

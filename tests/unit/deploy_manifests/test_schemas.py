@@ -71,7 +71,8 @@ def crd_objects() -> list[Obj]:
     objs += platform.cluster_issuers(acme_email=EMAIL)
     objs.append(platform.argocd_application(repo_url="https://github.com/getmydia/metadata-relay.git",
                                             domain=DOMAIN,
-                                            image="ghcr.io/getmydia/metadata-relay:0.2.0"))
+                                            image="ghcr.io/getmydia/metadata-relay:0.2.0",
+                                            components=("components/redis",)))
     objs.append(yaml.safe_load((APP_DIR / "application.yaml").read_text()))
     return objs
 
