@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay_deploy import kustomize, platform
 
@@ -315,3 +317,44 @@ def test_missing_k3s_pin_is_an_error(k8s_copy: Path) -> None:
     (k8s_copy / "charts.yaml").write_text(yaml.safe_dump(pins))
     with pytest.raises(platform.PlatformError, match="k3s"):
         platform.load_k3s_pin(k8s_copy)
+
+
+# --- no input can inject YAML into what is applied -----------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.from_regex(
+    r"[a-z0-9.\-]{1,30}\.[a-z]{2,6}", fullmatch=True)
+
+
+_PINS = platform.load_chart_pins()
+_INGRESS = next(o for o in platform.app_objects(domain=DOMAIN) if o["kind"] == "Ingress")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(domain=_TEXT)
+def test_any_domain_is_rejected_or_rendered_verbatim(domain: str) -> None:
+    try:
+        platform.validate_domain(domain)
+    except ValueError:
+        with pytest.raises(ValueError):
+            platform.site_patches(domain=domain)
+        return
+    subs = {"DOMAIN": domain, "RELAY_HOST": f"relay.{domain}",
+            "ARGOCD_HOST": f"argocd.{domain}", "ACME_EMAIL": EMAIL}
+    assert platform.render_values(_PINS["external-dns"], subs)["domainFilters"] == [domain]
+    assert platform.render_values(_PINS["argocd"], subs)["global"]["domain"] == (
+        f"argocd.{domain}")
+    ingress = _INGRESS
+    for patch in platform.site_patches(domain=domain):
+        if patch.target["kind"] == "Ingress":
+            ingress = kustomize.apply_json6902(ingress, yaml.safe_load(patch.patch))
+    assert ingress["spec"]["rules"][0]["host"] == f"relay.{domain}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(email=_TEXT | st.from_regex(r"[a-z.+]{1,10}@[a-z]{1,8}\.[a-z]{2,4}", fullmatch=True))
+def test_any_email_is_rejected_or_rendered_verbatim(email: str) -> None:
+    try:
+        issuers = platform.cluster_issuers(acme_email=email)
+    except ValueError:
+        return
+    assert {i["spec"]["acme"]["email"] for i in issuers} == {email}
