@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from relay_deploy import platform
-from tests.tools import ServiceProcess, free_port
+from tests.tools import ServiceProcess, free_port, require_tool
 
 from .conftest import REPO_ROOT, find
 
@@ -253,9 +252,7 @@ def test_workflow_installs_the_ci_apt_packages(workflow: dict[Any, Any]) -> None
 def test_non_editable_install_carries_entry_point_and_data(tmp_path: Path) -> None:
     """The builder installs the project as a wheel (--no-editable): it must hold the console
     script the ENTRYPOINT names and every data file the service reads (SQL migrations)."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv not on PATH")
+    uv = require_tool("uv")
     subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(REPO_ROOT)],
                    check=True, capture_output=True, timeout=180)
     (wheel,) = tmp_path.glob("metadata_relay-*.whl")
