@@ -65,3 +65,27 @@ def start(name: str, argv: list[str], log_dir: Path, ready_url: str,
         time.sleep(0.05)
     p.stop()
     raise RuntimeError(f"{name} did not answer {ready_url} in {timeout}s:\n{p.log()}")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and all its descendants (from /proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # fields after the parenthesised command name; utime, stime are fields 14 and 15
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        stack.extend(_children(p))
+    return total

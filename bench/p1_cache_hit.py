@@ -132,12 +132,14 @@ def main(argv: list[str]) -> int:
         stack.callback(fake.stop)
         body = tune_body(fake)
         urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
 
         # ours: the real entry point
         (tmp / "ours").mkdir()
         svc = start_service(tmp / "ours", relay_env(fake, tmp / "ours"))
         stack.callback(svc.stop)
         urls["ours"] = svc.url + RELAY_PATH
+        pids["ours"] = svc.proc.pid
 
         # nginx proxy_cache, 1 worker
         nport = free_port()
@@ -150,6 +152,7 @@ def main(argv: list[str]) -> int:
                                      "-c", str(conf)], tmp, f"http://127.0.0.1:{nport}/")
         stack.callback(ngx.stop)
         urls["nginx"] = f"http://127.0.0.1:{nport}{RELAY_PATH}"
+        pids["nginx"] = ngx.pid
 
         # bare uvicorn raw-ASGI app, same flags as cli.py
         body_file = tmp / "body.json"
@@ -163,6 +166,7 @@ def main(argv: list[str]) -> int:
                            tmp, f"http://127.0.0.1:{rport}/", {"RAW_ASGI_BODY": str(body_file)})
         stack.callback(raw.stop)
         urls["raw"] = f"http://127.0.0.1:{rport}{RELAY_PATH}"
+        pids["raw"] = raw.pid
 
         if use_granian:
             (tmp / "granian").mkdir()
@@ -177,6 +181,7 @@ def main(argv: list[str]) -> int:
                 f"http://127.0.0.1:{gport}/health", genv)
             stack.callback(gran.stop)
             urls["granian"] = f"http://127.0.0.1:{gport}{RELAY_PATH}"
+            pids["granian"] = gran.pid
 
         for name, url in urls.items():
             check_hit(name, url, body, "" if name == "raw" else "x-cache")
@@ -189,10 +194,14 @@ def main(argv: list[str]) -> int:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
         for r in range(args.rounds):
             for name, url in urls.items():
+                cpu0 = _procs.tree_cpu_seconds(pids[name])
                 res = _wrk.run(url, args.duration, args.connections)
-                runs[name].append(res.as_dict())
+                cpu = _procs.tree_cpu_seconds(pids[name]) - cpu0
+                runs[name].append({**res.as_dict(), "server_cpu_s": cpu,
+                                   "cpu_us_per_req": 1e6 * cpu / max(res.requests, 1)})
                 print(f"p1_cache_hit round {r + 1} {name}: {res.rps:.0f} req/s, "
-                      f"p99 {res.p99_ms:.2f} ms, non-2xx {res.non_2xx}, "
+                      f"p99 {res.p99_ms:.2f} ms, server CPU "
+                      f"{runs[name][-1]['cpu_us_per_req']:.1f} us/req, non-2xx {res.non_2xx}, "
                       f"socket errors {res.socket_errors}", file=sys.stderr, flush=True)
         report.detail("rounds", runs)
         report.detail("upstream_calls_during_run", fake.count(UPSTREAM_PATH) - 2)
@@ -213,6 +222,16 @@ def main(argv: list[str]) -> int:
     for name in runs:
         report.figure(f"{name}_p99", median([x["p99_ms"] for x in runs[name]]), "ms",
                       "median of rounds")
+    for name in runs:
+        report.figure(f"{name}_cpu_per_req", median([x["cpu_us_per_req"] for x in runs[name]]),
+                      "us", "server process-tree CPU (utime+stime) per request, median")
+    report.figure("cpu_ratio_ours_nginx", median(
+        [x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(runs["ours"], runs["nginx"],
+                                                                    strict=True)]), "",
+        "CPU per request, less sensitive to the noisy neighbours than req/s")
+    report.figure("cpu_ratio_ours_raw_asgi", median(
+        [x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(runs["ours"], runs["raw"],
+                                                                    strict=True)]))
     errors = sum(x["non_2xx"] + x["socket_errors"] for v in runs.values() for x in v)
     report.figure("errors", errors, "", "non-2xx + socket errors, all columns")
     report.write()
