@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 import tempfile
@@ -88,6 +89,9 @@ def run_phase(name: str, fake: FakeUpstream, base: str, first_id: int, count: in
     samples, wall = _load.in_child(load, urls, args.client_concurrency)
     starts = [c.at for c in fake.api_calls("/3/movie/")]
     ok = sum(1 for x in samples if x.status == 200)
+    ordered = sorted(starts)
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    interval = 1.0 / args.rps
     lat = [x.latency for x in samples]
     row = {
         "phase": name, "misses": count, "upstream_delay_s": delay, "wall_s": round(wall, 3),
@@ -96,6 +100,8 @@ def run_phase(name: str, fake: FakeUpstream, base: str, first_id: int, count: in
         "peak_upstream_rps_1s": peak_window(starts),
         "mean_upstream_rps": round(len(starts) / (max(starts) - min(starts)), 1)
         if len(starts) > 1 else 0.0,
+        "start_gap_p1_ms": round(1000 * percentile(gaps, 1), 3),
+        "start_gaps_under_90pct_interval": sum(1 for g in gaps if g < 0.9 * interval),
         "ok": ok, "errors": count - ok, "error_codes": error_codes(samples),
         "p50_ms": round(1000 * percentile(lat, 50), 1),
         "p99_ms": round(1000 * percentile(lat, 99), 1),

@@ -15,7 +15,7 @@ from bench.__main__ import benchmark_names
 from bench.__main__ import main as dispatch
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED = {"p1_cache_hit", "p2_stampede", "p3_misses", "p4_outage"}
+EXPECTED = {"p1_cache_hit", "p2_stampede", "p3_misses", "p4_outage", "hit_profile"}
 
 
 def test_lists_the_proxy_benchmarks() -> None:
