@@ -7,8 +7,10 @@ falls through to the wrapped application.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,11 +18,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from metadata_relay.http_edge import CORS_HEADERS
 from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.proxy import HIT, MetadataProxy, Reply, error_reply
-from metadata_relay.metadata.routes import forwarded_params, is_proxy_path, match
+from metadata_relay.metadata.routes import Match, forwarded_params, is_proxy_path, match
 from metadata_relay.observability import HTTP_LATENCY, HTTP_REQUESTS
 
 STATE_KEY = "metadata_proxy"
 _X_CACHE = {c: c.encode() for c in ("HIT", "MISS", "STALE")}
+RESOLVED_MAX = 4096  # remembered (path, query) → route resolutions
+
+Resolved = tuple[Match, list[tuple[str, str]], str] | None
 
 
 def _etag_matches(header: bytes, etag: str) -> bool:
@@ -47,7 +52,30 @@ def _accepts_gzip(header: bytes) -> bool:
 class MetadataGateway:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._counters: dict[tuple[str, int], object] = {}
+        # metric children per (route, status class): labels() costs more than the increment
+        self._metrics: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # route match + forwarded params + cache key per (path, query string): hot keys repeat
+        self._resolved: dict[tuple[str, bytes], Resolved] = {}
+        # request ids: a random per-process prefix and a counter (unique, cheap)
+        self._rid_prefix = secrets.token_hex(4).encode() + b"-"
+        self._rid_counter = itertools.count(1)
+
+    def _resolve(self, path: str, qs: bytes) -> Resolved:
+        cache_id = (path, qs)
+        resolved = self._resolved.get(cache_id, False)
+        if resolved is not False:
+            return resolved  # type: ignore[return-value]
+        m = match(path)
+        if m is None:
+            resolved = None
+        else:
+            query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True) if qs else []
+            params = forwarded_params(m.route, query)
+            resolved = (m, params, cache_key(path, params))
+        if len(self._resolved) >= RESOLVED_MAX:
+            self._resolved.clear()
+        self._resolved[cache_id] = resolved
+        return resolved
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_proxy_path(scope["path"]):
@@ -67,19 +95,16 @@ class MetadataGateway:
             elif name == b"accept-encoding":
                 accept = value
         if rid is None:
-            rid = secrets.token_hex(8).encode()
+            rid = b"%s%x" % (self._rid_prefix, next(self._rid_counter))
         path = scope["path"]
-        m = match(path)
-        label = m.route.template if m is not None else "unmatched"
-        if m is None:
+        resolved = self._resolve(path, scope["query_string"])
+        label = resolved[0].route.template if resolved is not None else "unmatched"
+        if resolved is None:
             reply = error_reply(404, "not_found", "Not found")
         elif method not in ("GET", "HEAD"):
             reply = error_reply(405, "method_not_allowed", "Only GET and HEAD are supported")
         else:
-            qs = scope["query_string"]
-            query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True) if qs else []
-            params = forwarded_params(m.route, query)
-            key = cache_key(path, params)
+            m, params, key = resolved
             proxy: MetadataProxy = scope["state"][STATE_KEY]
             now = time.time()
             entry = proxy.fresh_hit(key, now)
@@ -96,8 +121,13 @@ class MetadataGateway:
         self._observe(label, reply.status, started)
 
     def _observe(self, label: str, status: int, started: float) -> None:
-        HTTP_REQUESTS.labels(label, f"{status // 100}xx").inc()
-        HTTP_LATENCY.labels(label).observe(time.perf_counter() - started)
+        children = self._metrics.get((label, status // 100))
+        if children is None:
+            children = (HTTP_REQUESTS.labels(label, f"{status // 100}xx"),
+                        HTTP_LATENCY.labels(label))
+            self._metrics[(label, status // 100)] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     async def _send_entry(self, send: Send, entry: Entry, cache: str, now: float, rid: bytes,
                           inm: bytes | None, accept: bytes | None, method: str) -> None:

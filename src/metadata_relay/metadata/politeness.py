@@ -120,8 +120,9 @@ class Politeness:
                     raise UpstreamFailure("busy", "upstream request rate cap reached",
                                           retry_after=start - now)
                 self.next_slot = start + self.interval
-                if start > now:
-                    await asyncio.sleep(start - now)
+                # timers can fire up to 1 ms early (uvloop): never start before the slot
+                while (remaining := start - time.monotonic()) > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(remaining)
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:

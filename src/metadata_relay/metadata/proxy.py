@@ -169,7 +169,14 @@ class MetadataProxy:
         now = time.time()
         entry = self.memory.get(key)
         if entry is None:
+            flight = self._flights.get(key)
+            if flight is not None:  # a fetch for this key is running: share it
+                self.misses += 1
+                self._miss_counter.inc()
+                return await self._await_flight(flight, None, now)
             entry = await self.persistent.get(key)
+            # a fetch may have completed while we read the persistent tier
+            entry = self.memory.get(key) or entry
             if entry is not None:
                 self.memory.put(key, entry)
         if entry is not None:
@@ -191,8 +198,15 @@ class MetadataProxy:
                                f"{match.route.provider.upper()} is not configured on this relay")
         self.misses += 1
         self._miss_counter.inc()
+        flight = self._flights.get(key) or self._start_flight(
+            key, lambda: self._fetch(match, params, key))
+        return await self._await_flight(flight, entry, now)
+
+    async def _await_flight(self, flight: asyncio.Future[Reply], entry: Entry | None,
+                            now: float) -> Reply:
         try:
-            return await self._single_flight(key, lambda: self._fetch(match, params, key))
+            # shield: a client that goes away must not cancel the fetch others wait for
+            return await asyncio.shield(flight)
         except UpstreamFailure as failure:
             if entry is not None and now < entry.expires_at + STALE_IF_ERROR:
                 return self._served_stale(entry)
@@ -205,27 +219,23 @@ class MetadataProxy:
 
     # --- single flight and refresh -------------------------------------------------------
 
-    async def _single_flight(self, key: str, fetch: Callable[[], Awaitable[Reply]]) -> Reply:
-        flight = self._flights.get(key)
-        if flight is None:
-            task = self._spawn(fetch())
-            flight = asyncio.ensure_future(task)
-            self._flights[key] = flight
-            flight.add_done_callback(lambda _f: self._flights.pop(key, None))
-        # shield: a client that goes away must not cancel the fetch others wait for
-        return await asyncio.shield(flight)
+    def _start_flight(self, key: str, fetch: Callable[[], Awaitable[Reply]]) -> asyncio.Task[Any]:
+        """The one upstream fetch for ``key``; concurrent callers await the same task."""
+        task = self._spawn(fetch())
+        self._flights[key] = task
+        task.add_done_callback(lambda _t: self._flights.pop(key, None))
+        return task
 
     def _revalidate(self, match: Match, params: list[tuple[str, str]], key: str) -> None:
         if key in self._flights:
             return
+        task = self._start_flight(key, lambda: self._fetch(match, params, key))
 
-        async def refresh() -> None:
-            try:
-                await self._single_flight(key, lambda: self._fetch(match, params, key))
-            except UpstreamFailure as failure:
-                log.info("revalidate_failed", route=match.route.template, kind=failure.kind)
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and isinstance(t.exception(), UpstreamFailure):
+                log.info("revalidate_failed", route=match.route.template)
 
-        self._spawn(refresh())
+        task.add_done_callback(done)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

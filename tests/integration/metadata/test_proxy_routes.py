@@ -252,3 +252,13 @@ async def test_failed_tvdb_login_backs_off(tmp_path, upstream: FakeUpstream):
             async with http.get(base + f"/tvdb/series/{i + 1}") as r:
                 assert r.status == 401
         assert upstream.logins == 1  # retried only after the backoff, not per request
+
+
+async def test_generated_request_ids_are_unique(tmp_path, upstream: FakeUpstream):
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        ids = set()
+        for _ in range(3):
+            for path in ("/tmdb/movies/5", "/health", "/tmdb/movies/x"):
+                async with http.get(base + path) as r:
+                    ids.add(r.headers["x-request-id"])
+        assert len(ids) == 9
