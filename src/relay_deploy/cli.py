@@ -61,8 +61,9 @@ def _confirm_factory(console: Console, yes: bool):  # type: ignore[no-untyped-de
                   "it again at any time; a second run changes nothing.")
 def deploy(
     phase: Annotated[list[str] | None, typer.Option(
-        "--phase", metavar="PHASE", help="Run only this phase (repeatable): vps, kubeconfig, kubernetes, app, "
-                        "verify. Default: all, in that order.")] = None,
+        "--phase", metavar="PHASE",
+        help="Run only this phase (repeatable): vps, kubeconfig, kubernetes, app, verify. "
+             "Default: all, in that order.")] = None,
     skip: Annotated[list[str] | None, typer.Option(
         "--skip", metavar="PHASE", help="Skip this phase (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(

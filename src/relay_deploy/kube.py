@@ -162,6 +162,27 @@ class Cluster:
             out.append((str(dep.metadata.name if dep.metadata else "?"), deployment_ready(dep)))
         return out
 
+    def workload_ready(self, kind: str, namespace: str, name: str) -> bool:
+        from lightkube.resources.apps_v1 import DaemonSet, StatefulSet
+
+        res: Any = {"Deployment": Deployment, "StatefulSet": StatefulSet,
+                    "DaemonSet": DaemonSet}[kind]
+        try:
+            obj = self.client.get(res, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        if kind == "Deployment":
+            return deployment_ready(obj)
+        st, spec = obj.status, obj.spec
+        if st is None:
+            return False
+        if kind == "StatefulSet":
+            want = spec.replicas if spec and spec.replicas is not None else 1
+            return bool((st.readyReplicas or 0) >= want)
+        return bool(st.desiredNumberScheduled and st.numberReady >= st.desiredNumberScheduled)
+
     def deployment(self, namespace: str, name: str) -> Deployment | None:
         try:
             return self.client.get(Deployment, name, namespace=namespace)

@@ -12,7 +12,6 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from lightkube import ApiError
@@ -25,7 +24,7 @@ from relay_deploy.config import DeployConfig, generate_turn_secret, update_confi
 from relay_deploy.kube import Cluster, condition_true, describe
 from relay_deploy.ovh_api import OvhCredentials, OvhVps, Vps
 from relay_deploy.report import PhaseFailed, Report, poll_until, waiting
-from relay_deploy.ssh import K3S_VERSION, SshTarget, connect
+from relay_deploy.ssh import SshTarget, connect
 
 PHASES = ("vps", "kubeconfig", "kubernetes", "app", "verify")
 PURPOSE = {
@@ -161,7 +160,8 @@ def phase_kubeconfig(ctx: Context) -> None:
     rep = ctx.report
     ip = ctx.vps_ip or ctx.cfg.vps_ip
     if ctx.vps_pending:
-        rep.change("kubeconfig", f"k3s {K3S_VERSION} on the new VPS", "install",
+        rep.change("kubeconfig", f"k3s {manifests().load_k3s_pin().version} on the new VPS",
+                   "install",
                    "the VPS does not exist yet")
         rep.change("kubeconfig", f"context {kcfg.CONTEXT} in {kcfg.kubeconfig_path()}", "write",
                    "the cluster does not exist yet")
@@ -184,6 +184,7 @@ def phase_kubeconfig(ctx: Context) -> None:
 
 async def _kubeconfig(ctx: Context, ip: str) -> None:
     cfg, rep = ctx.cfg, ctx.report
+    k3s_version = manifests().load_k3s_pin().version
     target = SshTarget(ip, cfg.ssh_port, cfg.ssh_user, cfg.ssh_private_key_path,
                        cfg.known_hosts_path)
     with waiting(ctx.console, f"connecting to {cfg.ssh_user}@{ip}:{cfg.ssh_port}"):
@@ -199,15 +200,15 @@ async def _kubeconfig(ctx: Context, ip: str) -> None:
         if await shell.k3s_installed():
             rep.found("kubeconfig", "k3s", "already installed")
         else:
-            rep.change("kubeconfig", f"k3s {K3S_VERSION}", "install",
+            rep.change("kubeconfig", f"k3s {k3s_version}", "install",
                        "/etc/rancher/k3s/k3s.yaml absent on the VPS")
             if ctx.dry_run:
                 rep.change("kubeconfig", f"context {kcfg.CONTEXT}", "write",
                            "k3s would be installed first")
                 ctx.cluster_pending = True
                 return
-            with waiting(ctx.console, f"installing k3s {K3S_VERSION} (a few minutes)"):
-                await shell.install_k3s(ip)
+            with waiting(ctx.console, f"installing k3s {k3s_version} (a few minutes)"):
+                await shell.install_k3s(ip, k3s_version)
         text = await shell.read_kubeconfig()
     finally:
         await shell.close()
@@ -271,44 +272,34 @@ def phase_kubernetes(ctx: Context) -> None:
     apply_all(ctx, "kubernetes", _ordered([*rest, secret]))
     cluster = ctx.cluster()
     if cluster is not None and not ctx.dry_run:
-        for obj in rest:
-            _wait_chart(ctx, cluster, obj)
+        for kind, ns, name in platform_workloads(rest):
+            _wait_workload(ctx, cluster, kind, ns, name)
     apply_all(ctx, "kubernetes", issuers)
     if cluster is not None and not ctx.dry_run:
         for obj in issuers:
             _wait_condition(ctx, cluster, obj, "Ready")
 
 
-def chart_selector(obj: dict[str, Any]) -> tuple[str, dict[str, str]] | None:
-    kind, meta = obj.get("kind"), obj.get("metadata") or {}
-    if kind == "HelmChart":
-        ns = (obj.get("spec") or {}).get("targetNamespace") or meta.get("namespace", "default")
-        return str(ns), {"app.kubernetes.io/instance": str(meta.get("name"))}
-    if kind == "HelmChartConfig":
-        return str(meta.get("namespace", "kube-system")), {
-            "app.kubernetes.io/name": str(meta.get("name"))}
-    return None
+def platform_workloads(objs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of every workload the platform must bring up: the charts'
+    workloads from charts.yaml, plus k3s's own Traefik when we configure it."""
+    out: list[tuple[str, str, str]] = []
+    for obj in objs:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == "HelmChartConfig" and meta.get("name") == "traefik":
+            out.append(("Deployment", str(meta.get("namespace", "kube-system")), "traefik"))
+    return out + list(manifests().platform_workloads())
 
 
-def _wait_chart(ctx: Context, cluster: Cluster, obj: dict[str, Any]) -> None:
-    sel = chart_selector(obj)
-    if sel is None:
+def _wait_workload(ctx: Context, cluster: Cluster, kind: str, ns: str, name: str) -> None:
+    if ctx.wait(f"waiting for {kind} {ns}/{name} to be available",
+                lambda: cluster.workload_ready(kind, ns, name)):
+        ctx.console.print(f"  {kind} {ns}/{name}: available")
         return
-    ns, labels = sel
-    name = (obj.get("metadata") or {}).get("name")
-
-    def available() -> list[str] | None:
-        deps = cluster.deployments(ns, labels)
-        if deps and all(ok for _, ok in deps):
-            return [d for d, _ in deps]
-        return None
-
-    deps = ctx.wait(f"waiting for {name} to be available", available)
-    if deps is None:
-        raise PhaseFailed(f"{name} is not available after {ctx.adv.wait_timeout_seconds:.0f}s; "
-                          f"see `kubectl --context {kcfg.CONTEXT} -n {ns} get pods` and "
-                          f"`kubectl -n kube-system logs job/helm-install-{name}`")
-    ctx.console.print(f"  {name}: available ({', '.join(deps)})")
+    raise PhaseFailed(f"{kind} {ns}/{name} is not available after "
+                      f"{ctx.adv.wait_timeout_seconds:.0f}s; see `kubectl --context "
+                      f"{kcfg.CONTEXT} -n {ns} get pods` and the HelmChart's install job "
+                      f"(`kubectl -n kube-system get jobs`)")
 
 
 def _wait_condition(ctx: Context, cluster: Cluster, obj: dict[str, Any], cond: str) -> None:
@@ -330,15 +321,18 @@ def phase_app(ctx: Context) -> None:
         ctx.report.change("app", f"turn_secret in {cfg.path.name}", "generate",
                           "empty in the config (kept there for the next runs)")
         ctx.save(turn_secret=generate_turn_secret())
-    kwargs: dict[str, Any] = {"domain": cfg.domain_name, "relay_subdomain": cfg.relay_subdomain}
+    image = None
     if cfg.image_tag:
-        kwargs["image"] = cfg.image_tag
-    app_objs: list[dict[str, Any]] = list(m.app_objects(**kwargs))
+        default = m.default_image()
+        image = f"{default.new_name or default.name}:{cfg.image_tag}"
+    app_objs: list[dict[str, Any]] = list(m.app_objects(
+        domain=cfg.domain_name, image=image, relay_subdomain=cfg.relay_subdomain))
     namespaces = [o for o in app_objs if o.get("kind") == "Namespace"]
     secret = m.relay_secret(cfg.relay_secret_data())
     if cfg.gitops_repo_url:
-        application = m.argocd_application(repo_url=cfg.gitops_repo_url,
-                                           revision=cfg.gitops_revision, domain=cfg.domain_name)
+        application = m.argocd_application(
+            repo_url=cfg.gitops_repo_url, revision=cfg.gitops_revision,
+            domain=cfg.domain_name, relay_subdomain=cfg.relay_subdomain, image=image)
         apply_all(ctx, "app", [*namespaces, secret, application])
     else:
         rest = [o for o in app_objs if o.get("kind") != "Namespace"]
@@ -349,14 +343,9 @@ def phase_app(ctx: Context) -> None:
 
 
 def expected_version(cfg: DeployConfig) -> str | None:
-    tag = cfg.image_tag
-    if tag:
-        tag = tag.rsplit(":", 1)[-1]
-        return tag.lstrip("v") if re.match(r"^v?\d+\.\d+", tag) else None
-    try:
-        return version("metadata-relay")
-    except PackageNotFoundError:
-        return None
+    """The version /health must report: the deployed image tag, when it is a version."""
+    tag = cfg.image_tag or str(manifests().default_image().new_tag or "")
+    return tag.lstrip("v") if re.match(r"^v?\d+\.\d+", tag) else None
 
 
 def phase_verify(ctx: Context) -> None:
@@ -450,10 +439,14 @@ RUNNERS: dict[str, Callable[[Context], None]] = {
 
 
 def run_phases(ctx: Context, phases: list[str]) -> None:
+    platform = manifests()
     for phase in phases:
         ctx.report.phase_header(phase, PURPOSE[phase])
         started = time.monotonic()
-        RUNNERS[phase](ctx)
+        try:
+            RUNNERS[phase](ctx)
+        except (platform.PlatformError, ValueError) as exc:
+            raise PhaseFailed(f"{phase}: manifests: {exc}") from exc
         ctx.report.phase_footer(phase)
         ctx.console.print(f"  ({time.monotonic() - started:.1f}s)", style="dim")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import asyncssh
 
-K3S_VERSION = "v1.36.4+k3s1"
 K3S_CONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
 
 
@@ -64,8 +63,9 @@ class VpsShell:
         out = await self.run(f"test -f {K3S_CONFIG_PATH} && echo present || echo absent")
         return out.strip() == "present"
 
-    async def install_k3s(self, vps_ip: str) -> None:
-        env = f"INSTALL_K3S_VERSION={shlex.quote(K3S_VERSION)}"
+    async def install_k3s(self, vps_ip: str, k3s_version: str) -> None:
+        """The official installer at a pinned version; k3s's bundled Traefik is kept."""
+        env = f"INSTALL_K3S_VERSION={shlex.quote(k3s_version)}"
         await self.run(f"curl -sfL https://get.k3s.io | {env} sh -s - server "
                        f"--tls-san {shlex.quote(vps_ip)} --write-kubeconfig-mode 600",
                        limit=900)

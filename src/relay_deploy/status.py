@@ -19,11 +19,11 @@ from relay_deploy.phases import (
     APP_DEPLOYMENT,
     APP_NAMESPACE,
     ISSUER_KINDS,
-    chart_selector,
     check_dns,
     check_health,
     check_stun,
     manifests,
+    platform_workloads,
 )
 
 Row = tuple[str, bool | None, str]  # (what, ok / unknown, detail)
@@ -77,17 +77,9 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
             issuers = [o for o in objs if o.get("kind") in ISSUER_KINDS]
             if not issuers and hasattr(manifests(), "cluster_issuers"):
                 issuers = list(manifests().cluster_issuers(acme_email=cfg.acme_email))
-            for obj in objs:
-                sel = chart_selector(obj)
-                if sel is None:
-                    continue
-                ns, labels = sel
-                deps = c.deployments(ns, labels)
-                name = obj["metadata"]["name"]
-                ok = bool(deps) and all(r for _, r in deps)
-                detail = ", ".join(f"{d} {'available' if r else 'NOT available'}"
-                                   for d, r in deps) or "not installed"
-                out.append((name, ok, detail))
+            for kind, ns, name in platform_workloads(objs):
+                ok = c.workload_ready(kind, ns, name)
+                out.append((f"{ns}/{name}", ok, f"{kind} {'available' if ok else 'NOT available'}"))
             for obj in issuers:
                 live = c.get_dict(obj)
                 ready = live is not None and condition_true(live, "Ready")
