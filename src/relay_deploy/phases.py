@@ -446,7 +446,7 @@ def run_phases(ctx: Context, phases: list[str]) -> None:
         try:
             RUNNERS[phase](ctx)
         except (platform.PlatformError, ValueError) as exc:
-            raise PhaseFailed(f"{phase}: manifests: {exc}") from exc
+            raise PhaseFailed(f"{phase}: {exc}") from exc
         ctx.report.phase_footer(phase)
         ctx.console.print(f"  ({time.monotonic() - started:.1f}s)", style="dim")
 
