@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from relay_deploy.config import DEFAULT_CONFIG, ConfigError, DeployConfig, load_config
-from relay_deploy.ovh_api import OvhCredentials, load_ovh_credentials
-from relay_deploy.phases import PHASES, Context, run_phases, summary_lines
-from relay_deploy.report import PhaseFailed, Report
+from relay_deploy.report import PHASES
+
+if TYPE_CHECKING:
+    from relay_deploy.ovh_api import OvhCredentials
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +47,7 @@ def _confirm_factory(console: Console, yes: bool):  # type: ignore[no-untyped-de
         if yes:
             console.print("  --yes given: ordering without asking")
             return True
-        console.print("Order it? [y/N] ", end="")
+        console.print("Order it? [y/N] ", end="", markup=False)
         try:
             answer = sys.stdin.readline()
         except (OSError, ValueError):
@@ -85,6 +86,8 @@ def deploy(
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
+        from relay_deploy.ovh_api import load_ovh_credentials
+
         phases = select_phases(phase or [], skip or [])
         cfg = load_config(config or _default_config())
         ovh: OvhCredentials | None = None
@@ -118,6 +121,8 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
     import ovh.exceptions
 
     from relay_deploy.ovh_api import OrderFailed
+    from relay_deploy.phases import Context, run_phases, summary_lines
+    from relay_deploy.report import PhaseFailed, Report
     from relay_deploy.ssh import SshError
 
     report = Report(console, dry_run=dry_run)

@@ -44,6 +44,7 @@ class Advanced:
     health_verify_tls: bool = True
     stun_host: str = ""  # default: the VPS IP
     stun_port: int = 3478
+    probe_timeout_seconds: float = 3.0  # per DNS/STUN/health attempt
     poll_seconds: float = 5.0
     wait_timeout_seconds: float = 600.0
     vps_poll_seconds: float = 30.0

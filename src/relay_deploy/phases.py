@@ -26,7 +26,6 @@ from relay_deploy.ovh_api import OvhCredentials, OvhVps, Vps
 from relay_deploy.report import PhaseFailed, Report, poll_until, waiting
 from relay_deploy.ssh import SshTarget, connect
 
-PHASES = ("vps", "kubeconfig", "kubernetes", "app", "verify")
 PURPOSE = {
     "vps": "find or order the OVHcloud VPS",
     "kubeconfig": "k3s on the VPS and the metadata-relay kubectl context",
@@ -321,6 +320,7 @@ def phase_app(ctx: Context) -> None:
         ctx.report.change("app", f"turn_secret in {cfg.path.name}", "generate",
                           "empty in the config (kept there for the next runs)")
         ctx.save(turn_secret=generate_turn_secret())
+        cfg = ctx.cfg
     image = None
     if cfg.image_tag:
         default = m.default_image()
@@ -394,7 +394,8 @@ def phase_verify(ctx: Context) -> None:
 def check_health(cfg: DeployConfig) -> tuple[bool, str]:
     url = cfg.health_url
     try:
-        h = probes.get_health(url, verify_tls=cfg.advanced.health_verify_tls)
+        h = probes.get_health(url, verify_tls=cfg.advanced.health_verify_tls,
+                              timeout=cfg.advanced.probe_timeout_seconds)
     except OSError as exc:
         return False, (f"{url} unreachable ({exc}); check DNS, the certificate (`kubectl get "
                        f"certificates -A`) and Traefik")
@@ -411,7 +412,8 @@ def check_health(cfg: DeployConfig) -> tuple[bool, str]:
 def check_dns(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
     adv = cfg.advanced
     try:
-        addrs = probes.resolve_a(cfg.relay_host, adv.dns_resolver, adv.dns_port)
+        addrs = probes.resolve_a(cfg.relay_host, adv.dns_resolver, adv.dns_port,
+                                 timeout=adv.probe_timeout_seconds)
     except (OSError, ValueError) as exc:
         return False, f"DNS lookup of {cfg.relay_host} via {adv.dns_resolver} failed ({exc})"
     if ip in addrs:
@@ -425,7 +427,7 @@ def check_stun(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
     host = cfg.advanced.stun_host or ip
     port = cfg.advanced.stun_port
     try:
-        mapped = probes.stun_binding(host, port)
+        mapped = probes.stun_binding(host, port, timeout=cfg.advanced.probe_timeout_seconds)
     except (OSError, ValueError) as exc:
         return False, (f"no STUN answer from {host}:{port} ({exc or 'timeout'}); open "
                        f"{port}/udp in the VPS firewall and check TURN_ENABLED")

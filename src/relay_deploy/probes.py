@@ -134,7 +134,7 @@ def parse_binding_response(txid: bytes, data: bytes) -> tuple[str, int] | None:
     return mapped
 
 
-def stun_binding(host: str, port: int, timeout: float = 2.0, attempts: int = 3
+def stun_binding(host: str, port: int, timeout: float = 3.0, attempts: int = 3
                  ) -> tuple[str, int] | None:
     """Send a Binding request; the mapped address, or raise TimeoutError/ValueError."""
     txid = os.urandom(12)

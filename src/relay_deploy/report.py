@@ -17,6 +17,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
 
+PHASES = ("vps", "kubeconfig", "kubernetes", "app", "verify")
+
 
 class PhaseFailed(Exception):
     """A phase could not complete; the message says what failed and what to do."""

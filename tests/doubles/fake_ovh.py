@@ -39,7 +39,7 @@ class FakeOvh:
     carts: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted_carts: list[str] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
-    fail_on: str | None = None  # a "METHOD /path-suffix" that answers 500
+    fail_on: tuple[str, str] | None = None  # (method, path suffix) that answers 500
     new_vps_ip: str = "127.0.0.1"
     delivery_polls: int = 2
     plans: tuple[str, ...] = ("vps-2025-model1", "vps-2025-model2")
@@ -70,7 +70,7 @@ class FakeOvh:
             return web.json_response({"message": "Invalid signature",
                                       "errorCode": "INVALID_SIGNATURE"}, status=400)
         self.calls.append(Call(request.method, path, body))
-        if self.fail_on and f"{request.method} {path}".endswith(self.fail_on):
+        if self.fail_on and request.method == self.fail_on[0] and path.endswith(self.fail_on[1]):
             return web.json_response({"message": "Internal failure (injected)"}, status=500)
         try:
             result = self.route(request.method, path, body or {})

@@ -1,11 +1,137 @@
-"""A full run from an empty OVH account, against every double; then a second run."""
+"""Full runs of the real CLI (a subprocess) against every loopback double."""
 
 from __future__ import annotations
 
-from tests.integration.deploy.conftest import World
+import base64
+
+import yaml
+
+from relay_deploy import platform
+from tests.doubles.fake_ovh import FakeVps
+from tests.integration.deploy.conftest import DOMAIN, World
+
+SECRETS = ("cf-token-secret", "k" * 64, "tmdb-secret-key")
 
 
-async def test_full_run_then_nothing_to_change(world: World) -> None:
+def _expected_objects() -> list[dict]:
+    objs = platform.platform_objects(domain=DOMAIN, acme_email="ops@mydia.test")
+    objs += platform.cluster_issuers(acme_email="ops@mydia.test")
+    objs += platform.app_objects(domain=DOMAIN)
+    return objs
+
+
+def _key(obj: dict) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+async def test_full_run_from_empty_account_then_second_run_changes_nothing(world: World) -> None:
     first = await world.deploy("--yes")
     assert first.rc == 0, first.text
-    print(first.text)
+
+    # exactly one VPS ordered, through one cart that was deleted
+    assert len(world.ovh.orders) == 1
+    assert len(world.ovh.calls_to("POST", "/checkout")) == 1
+    assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
+    assert world.ovh.bad_signatures == 0
+    (name,) = world.ovh.vps
+    assert world.ovh.vps[name].display_name == "metadata-relay"
+    saved = world.saved()
+    assert saved["vps_name"] == name and saved["vps_ip"] == "127.0.0.1"
+    assert len(saved["turn_secret"]) == 64
+
+    # k3s installed once, at the pinned version; host key pinned; kubeconfig merged
+    assert len(world.vps.installs) == 1
+    assert f"INSTALL_K3S_VERSION={platform.load_k3s_pin().version}" in world.vps.installs[0] \
+        or f"INSTALL_K3S_VERSION='{platform.load_k3s_pin().version}'" in world.vps.installs[0]
+    assert (world.config_path.parent / "known_hosts").read_text().startswith("[127.0.0.1]:")
+    kube_cfg = yaml.safe_load((world.tmp / "home" / ".kube" / "config").read_text())
+    assert [c["name"] for c in kube_cfg["contexts"]] == ["metadata-relay"]
+
+    # every manifest applied, plus both secrets with the right data
+    live = {_key(o) for o in world.kube.objects.values()}
+    for obj in _expected_objects():
+        assert _key(obj) in live, _key(obj)
+    relay = world.kube.get("v1", "secrets", "metadata-relay", "metadata-relay-secrets")
+    assert relay is not None
+    data = {k: base64.b64decode(v).decode() for k, v in relay["data"].items()}
+    assert data == {"RELAY_TOKEN_SECRET": "k" * 64, "TMDB_API_KEY": "tmdb-secret-key",
+                    "TURN_SECRET": saved["turn_secret"]}
+    cf = world.kube.get("v1", "secrets", "external-dns", "cloudflare-api-token")
+    assert cf is not None
+    assert base64.b64decode(cf["data"]["cloudflare_api_token"]).decode() == "cf-token-secret"
+    assert world.kube.unauthorized == 0
+    assert not any(c.dry_run for c in world.kube.calls)
+
+    # verified, and secrets never printed
+    assert world.health.hits >= 1 and world.stun.requests >= 1
+    assert "relay.mydia.test" in world.dns.queries
+    for secret in (*SECRETS, saved["turn_secret"]):
+        assert secret not in first.text
+    assert "turn:127.0.0.1:3478" in first.out and "argocd-initial-admin-secret" in first.out
+
+    # second run: same result, not one mutating call on any double
+    n_ovh, n_kube, n_ssh = len(world.ovh.calls), len(world.kube.calls), len(world.vps.commands)
+    before = dict(world.kube.objects)
+    config_before = world.config_path.read_text()
+    second = await world.deploy()  # no --yes needed: nothing to buy
+    assert second.rc == 0, second.text
+    assert [c for c in world.ovh.calls[n_ovh:] if c.method != "GET"] == []
+    assert [c for c in world.kube.calls[n_kube:] if c.method != "GET"] == []
+    assert len(world.vps.installs) == 1
+    assert all(not c.startswith("curl") for c in world.vps.commands[n_ssh:])
+    assert world.kube.objects == before
+    assert world.config_path.read_text() == config_before
+    assert "Done: 0 changes" in second.out
+    for phase in ("vps", "kubeconfig", "kubernetes", "app"):
+        assert f"{phase}: nothing to change" in second.out
+
+    # a dry run of a deployed system plans nothing and mutates nothing
+    n_ovh, n_kube = len(world.ovh.calls), len(world.kube.calls)
+    dry = await world.deploy("--dry-run")
+    assert dry.rc == 0, dry.text
+    assert "Plan: 0 changes" in dry.out
+    assert [c for c in world.ovh.calls[n_ovh:] if c.method != "GET"] == []
+    assert [c for c in world.kube.calls[n_kube:] if c.method != "GET"] == []
+
+    # --status: one table, read-only
+    n_ovh, n_kube = len(world.ovh.calls), len(world.kube.calls)
+    status = await world.deploy("--status")
+    assert status.rc == 0, status.text
+    for row in ("VPS", "Node", "cert-manager", "external-dns", "argocd-server", "traefik",
+                "ClusterIssuer letsencrypt-prod", "Certificate", "DNS", "Health", "TURN"):
+        assert row in status.out, row
+    assert "FAIL" not in status.out, status.out
+    assert [c for c in world.ovh.calls[n_ovh:] if c.method != "GET"] == []
+    assert [c for c in world.kube.calls[n_kube:] if c.method != "GET"] == []
+
+
+async def test_changed_setting_is_planned_by_dry_run_then_applied(world: World) -> None:
+    assert (await world.deploy("--yes")).rc == 0
+    config = world.saved()
+    config["acme_email"] = "new-ops@mydia.test"
+    world.write_config(**config)
+    before = {k: v for k, v in world.kube.objects.items()}
+    n_kube = len(world.kube.calls)
+    dry = await world.deploy("--dry-run")
+    assert dry.rc == 0, dry.text
+    assert "would update ClusterIssuer letsencrypt-prod" in dry.out
+    patches = [c for c in world.kube.calls[n_kube:] if c.method == "PATCH"]
+    assert patches and all(c.dry_run for c in patches)
+    assert world.kube.objects == before
+    real = await world.deploy()
+    assert real.rc == 0, real.text
+    issuer = world.kube.get("cert-manager.io/v1", "clusterissuers", "", "letsencrypt-prod")
+    assert issuer is not None
+    assert issuer["spec"]["acme"]["email"] == "new-ops@mydia.test"
+    assert "update ClusterIssuer letsencrypt-prod" in real.out
+
+
+async def test_existing_vps_named_for_the_relay_is_reused_not_ordered(world: World) -> None:
+    world.ovh.vps["vps-other"] = FakeVps("vps-other", "running", "my blog", "192.0.2.10")
+    world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
+    result = await world.deploy("--phase", "vps")
+    assert result.rc == 0, result.text
+    assert world.ovh.mutating() == []
+    assert world.saved()["vps_name"] == "vps-relay"
+    assert world.vps.commands == [] and world.kube.calls == []
