@@ -264,12 +264,13 @@ def check_ssh_keys(pub: Path, priv: Path) -> list[str]:
         return problems
     try:
         asyncssh.import_private_key(data)
-    except asyncssh.KeyEncryptionError:
-        if not os.environ.get("SSH_AUTH_SOCK"):
+    except (asyncssh.KeyEncryptionError, asyncssh.KeyImportError, ValueError) as exc:
+        encrypted = isinstance(exc, asyncssh.KeyEncryptionError) or "assphrase" in str(exc)
+        if not encrypted:
+            problems.append(f"ssh_private_key_path: {priv} is not an SSH private key")
+        elif not os.environ.get("SSH_AUTH_SOCK"):
             problems.append(f"ssh_private_key_path: {priv} is passphrase-protected and no SSH "
                             f"agent is running; run `ssh-add {priv}` in an agent session")
-    except (asyncssh.KeyImportError, ValueError):
-        problems.append(f"ssh_private_key_path: {priv} is not an SSH private key")
     return problems
 
 

@@ -3,6 +3,7 @@ records every call, and models the VPS and cart/order endpoints the deploy tool 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -40,6 +41,9 @@ class FakeOvh:
     deleted_carts: list[str] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
     fail_on: tuple[str, str] | None = None  # (method, path suffix) that answers 500
+    stall_on: tuple[str, str] | None = None  # (method, path suffix) held until released
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     new_vps_ip: str = "127.0.0.1"
     delivery_polls: int = 2
     plans: tuple[str, ...] = ("vps-2025-model1", "vps-2025-model2")
@@ -70,6 +74,10 @@ class FakeOvh:
             return web.json_response({"message": "Invalid signature",
                                       "errorCode": "INVALID_SIGNATURE"}, status=400)
         self.calls.append(Call(request.method, path, body))
+        if self.stall_on and request.method == self.stall_on[0] and path.endswith(
+                self.stall_on[1]):
+            self.stalled.set()
+            await asyncio.wait_for(self.release.wait(), 60)
         if self.fail_on and request.method == self.fail_on[0] and path.endswith(self.fail_on[1]):
             return web.json_response({"message": "Internal failure (injected)"}, status=500)
         try:

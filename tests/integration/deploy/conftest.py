@@ -60,13 +60,15 @@ class World:
     def saved(self) -> dict[str, Any]:
         return yaml.safe_load(self.config_path.read_text())
 
-    async def deploy(self, *args: str, stdin: str = "", config: bool = True) -> Result:
-        argv = [sys.executable, "-m", "relay_deploy.cli"]
-        if config:
-            argv += ["--config", str(self.config_path), "--ovh-config", str(self.ovh_conf)]
-        proc = await asyncio.create_subprocess_exec(
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        argv = [sys.executable, "-m", "relay_deploy.cli",
+                "--config", str(self.config_path), "--ovh-config", str(self.ovh_conf)]
+        return await asyncio.create_subprocess_exec(
             *argv, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.tmp)
+
+    async def deploy(self, *args: str, stdin: str = "") -> Result:
+        proc = await self.start(*args)
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
         return Result(proc.returncode or 0, out.decode(), err.decode())
 

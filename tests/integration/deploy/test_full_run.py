@@ -26,6 +26,13 @@ def _key(obj: dict) -> tuple[str, str, str]:
 
 
 async def test_full_run_from_empty_account_then_second_run_changes_nothing(world: World) -> None:
+    kube_path = world.tmp / "home" / ".kube" / "config"
+    kube_path.parent.mkdir()
+    other = {"apiVersion": "v1", "kind": "Config", "current-context": "work",
+             "clusters": [{"name": "work", "cluster": {"server": "https://work.example"}}],
+             "users": [{"name": "work", "user": {"token": "work-token"}}],
+             "contexts": [{"name": "work", "context": {"cluster": "work", "user": "work"}}]}
+    kube_path.write_text(yaml.safe_dump(other))
     first = await world.deploy("--yes")
     assert first.rc == 0, first.text
 
@@ -45,8 +52,10 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
     assert f"INSTALL_K3S_VERSION={platform.load_k3s_pin().version}" in world.vps.installs[0] \
         or f"INSTALL_K3S_VERSION='{platform.load_k3s_pin().version}'" in world.vps.installs[0]
     assert (world.config_path.parent / "known_hosts").read_text().startswith("[127.0.0.1]:")
-    kube_cfg = yaml.safe_load((world.tmp / "home" / ".kube" / "config").read_text())
-    assert [c["name"] for c in kube_cfg["contexts"]] == ["metadata-relay"]
+    kube_cfg = yaml.safe_load(kube_path.read_text())
+    assert [c["name"] for c in kube_cfg["contexts"]] == ["work", "metadata-relay"]
+    assert kube_cfg["current-context"] == "work"
+    assert kube_cfg["users"][0] == other["users"][0]
 
     # every manifest applied, plus both secrets with the right data
     live = {_key(o) for o in world.kube.objects.values()}

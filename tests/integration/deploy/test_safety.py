@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 import pytest
 
 from tests.doubles.fake_ovh import FakeVps
@@ -24,6 +27,19 @@ async def test_confirmation_orders_exactly_one(world: World) -> None:
     result = await world.deploy("--phase", "vps", stdin="y\n")
     assert result.rc == 0, result.text
     assert len(world.ovh.orders) == 1 and world.ovh.carts == {}
+
+
+async def test_ctrl_c_during_the_order_deletes_the_cart(world: World) -> None:
+    world.ovh.stall_on = ("POST", "/assign")
+    proc = await world.start("--yes")
+    await asyncio.wait_for(world.ovh.stalled.wait(), 60)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    world.ovh.release.set()
+    assert proc.returncode == 130, (out + err).decode()
+    assert "interrupted" in err.decode()
+    assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
+    assert world.ovh.orders == [] and world.ovh.calls_to("POST", "/checkout") == []
 
 
 @pytest.mark.parametrize("step", ["/configuration", "/assign", "/checkout"])
@@ -55,6 +71,7 @@ async def test_dry_run_from_empty_account_only_reads(world: World) -> None:
     assert world.ovh.mutating() == [] and world.ovh.carts == {}
     assert world.vps.commands == []
     assert world.kube.calls == []
+    assert world.health.hits == 0 and world.stun.requests == 0 and world.dns.queries == []
     assert "vps_name" not in world.saved() and "turn_secret" not in world.saved()
 
 
