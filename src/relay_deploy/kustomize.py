@@ -281,7 +281,8 @@ def apply_json6902(doc: Obj, ops: Sequence[object]) -> Obj:
 
 def strategic_merge(base: Any, patch: Any) -> Any:
     """A strategic merge of the kind our patches need: maps merge recursively (``null``
-    deletes a key), lists of named maps (containers, env, volumes, ports) merge by ``name``,
+    deletes a key), lists of named maps (containers, env, volumes, ports) merge by ``name`` (new
+    items first, as kustomize orders them),
     other lists are replaced. ``$patch`` directives are rejected."""
     if isinstance(patch, dict):
         if any(isinstance(k, str) and k.startswith("$") for k in patch):
@@ -298,15 +299,12 @@ def strategic_merge(base: Any, patch: Any) -> Any:
                 out[key] = copy.deepcopy(value)
         return out
     if isinstance(patch, list) and isinstance(base, list) and _named(patch) and _named(base):
-        merged = [copy.deepcopy(item) for item in base]
-        index = {item["name"]: i for i, item in enumerate(merged)}
-        for item in patch:
-            if item["name"] in index:
-                i = index[item["name"]]
-                merged[i] = strategic_merge(merged[i], item)
-            else:
-                merged.append(copy.deepcopy(item))
-        return merged
+        # kustomize (kyaml) puts items only the patch has first, then the merged base items.
+        by_name = {item["name"]: item for item in patch}
+        base_names = {item["name"] for item in base}
+        added = [copy.deepcopy(item) for item in patch if item["name"] not in base_names]
+        return added + [strategic_merge(item, by_name[item["name"]]) if item["name"] in by_name
+                        else copy.deepcopy(item) for item in base]
     return copy.deepcopy(patch)
 
 

@@ -11,7 +11,8 @@ Everything here is pure: files in, plain Kubernetes objects (dicts) out. No netw
   3. :func:`cluster_issuers` - Let's Encrypt staging and production (needs cert-manager's CRDs).
 
 ``app`` phase:
-  1. :func:`relay_secret` (never written to disk or printed).
+  1. :func:`relay_namespace` (the Namespace exactly as the kustomization renders it), then
+     :func:`relay_secret` (never written to disk or printed).
   2. either :func:`argocd_application` (GitOps) or :func:`app_objects` (direct apply).
 
 Values files carry ``${DOMAIN}``, ``${RELAY_HOST}``, ``${ARGOCD_HOST}`` and ``${ACME_EMAIL}``
@@ -417,7 +418,9 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
                 root: Path | None = None, components: tuple[str, ...] = ()) -> list[Obj]:
     """The rendered ``apps/metadata-relay`` kustomization for ``domain`` (apply order).
 
-    ``components`` may name optional kustomize components, e.g. ``("components/redis",)``.
+    ``image`` (``repo:tag`` or ``repo@sha256:...``) replaces the pinned relay image; None or
+    "" keeps the tag pinned in kustomization.yaml. ``components`` may name optional kustomize
+    components, e.g. ``("components/redis",)``.
     """
     patches = site_patches(domain=domain, relay_subdomain=relay_subdomain)
     images = [image_override(image, root)] if image else []
@@ -428,6 +431,15 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
         raise PlatformError(str(exc)) from None
 
 
+def relay_namespace(root: Path | None = None) -> Obj:
+    """The relay's Namespace as the kustomization renders it (apply it before the Secret)."""
+    objs = app_objects(domain="example.com", root=root)
+    ns = [o for o in objs if o["kind"] == "Namespace"]
+    if len(ns) != 1 or ns[0]["metadata"]["name"] != RELAY_NAMESPACE:
+        raise PlatformError(f"{app_dir(root)}: expected the Namespace {RELAY_NAMESPACE}")
+    return ns[0]
+
+
 def _argocd_image(override: kustomize.Image) -> str:
     new = override.new_name or override.name
     ref = f"{new}@{override.digest}" if override.digest else f"{new}:{override.new_tag}"
@@ -436,10 +448,11 @@ def _argocd_image(override: kustomize.Image) -> str:
 
 def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
                        relay_subdomain: str = "relay", image: str | None = None,
-                       root: Path | None = None) -> Obj:
+                       root: Path | None = None, components: tuple[str, ...] = ()) -> Obj:
     """The Argo CD ``Application`` syncing ``apps/metadata-relay`` from ``repo_url``.
 
-    Automated sync with prune and self-heal; host names patched for ``domain``.
+    Automated sync with prune and self-heal; host names patched for ``domain``; ``image`` and
+    ``components`` as for :func:`app_objects` (Argo CD renders the same objects).
     """
     if not isinstance(repo_url, str) or not re.fullmatch(
         r"(https://|ssh://|git@)[^\s]+", repo_url
@@ -460,6 +473,11 @@ def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
         domain=domain, relay_subdomain=relay_subdomain)]}
     if image:
         kust["images"] = [_argocd_image(image_override(image, root))]
+    if components:
+        for component in components:
+            if not (app_dir(root) / component / "kustomization.yaml").is_file():
+                raise ValueError(f"no kustomize component {component!r} in {app_dir(root)}")
+        kust["components"] = list(components)
     source["kustomize"] = kust
     return app
 
