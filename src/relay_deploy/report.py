@@ -90,13 +90,9 @@ def poll_until(console: Console, description: str, check: Callable[[], T | None]
                timeout: float, interval: float) -> T | None:
     """Call ``check()`` until it returns a truthy value or ``timeout`` passes (then None)."""
     deadline = time.monotonic() + timeout
-    result = check()
-    if result:
-        return result
     with waiting(console, description):
-        while time.monotonic() < deadline:
-            time.sleep(interval)
+        while True:
             result = check()
-            if result:
-                return result
-    return None
+            if result or time.monotonic() + interval > deadline:
+                return result or None
+            time.sleep(interval)

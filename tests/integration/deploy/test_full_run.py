@@ -144,3 +144,31 @@ async def test_existing_vps_named_for_the_relay_is_reused_not_ordered(world: Wor
     assert world.ovh.mutating() == []
     assert world.saved()["vps_name"] == "vps-relay"
     assert world.vps.commands == [] and world.kube.calls == []
+
+
+async def test_gitops_mode_applies_the_argocd_application(world: World) -> None:
+    world.write_config(gitops_repo_url="https://github.com/example/metadata-relay.git",
+                       gitops_revision="release", image_tag="0.2.0")
+    result = await world.deploy("--yes", "--skip", "verify")
+    assert result.rc == 0, result.text
+    app = world.kube.get("argoproj.io/v1alpha1", "applications", "argocd", "metadata-relay")
+    assert app is not None
+    source = app["spec"]["source"]
+    assert source["repoURL"] == "https://github.com/example/metadata-relay.git"
+    assert source["targetRevision"] == "release"
+    assert source["path"] == "infra/kubernetes/apps/metadata-relay"
+    assert any("0.2.0" in str(i) for i in source["kustomize"].get("images", []))
+    assert app["spec"]["syncPolicy"]["automated"]["prune"] is True
+    assert app["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
+    # the Secret is created by the tool (never in Git); the rest is Argo CD's job
+    assert world.kube.get("v1", "secrets", "metadata-relay", "metadata-relay-secrets")
+    assert world.kube.get("apps/v1", "deployments", "metadata-relay", "metadata-relay") is None
+    again = await world.deploy("--skip", "verify")
+    assert again.rc == 0 and "Done: 0 changes" in again.out, again.text
+
+
+async def test_status_of_an_empty_account_still_prints_the_table(world: World) -> None:
+    result = await world.deploy("--status")
+    assert result.rc == 0, result.text
+    assert "none found" in result.out and "no metadata-relay context" in result.out
+    assert world.ovh.mutating() == [] and world.kube.calls == [] and world.vps.commands == []
