@@ -143,10 +143,33 @@ class OvhVps:
                 return Vps(name=name, state="running", display_name=shown, ip=self.ipv4(name))
         return None
 
+    def install_ssh_key(self, vps: Vps, *, os_name: str, public_key: str,
+                        wait: Callable[[Callable[[], Vps | None]], Vps | None]) -> Vps:
+        """Rebuild a freshly delivered VPS with ``os_name`` and our public key (so we can log
+        in). Only ever called right after ordering: a rebuild erases the disk."""
+        ids: list[Any] = self.client.get(f"/vps/{vps.name}/images/available")
+        images: dict[str, Any] = {}
+        for image_id in ids:
+            info: dict[str, Any] = self.client.get(f"/vps/{vps.name}/images/available/{image_id}")
+            images[str(info.get("name", ""))] = info.get("id", image_id)
+        chosen = _pick(sorted(images), os_name, "image")
+        self.client.post(f"/vps/{vps.name}/rebuild", imageId=images[chosen],
+                         publicSshKey=public_key, doNotSendPassword=True)
+
+        def rebuilt() -> Vps | None:
+            now = self.get(vps.name)
+            return now if now is not None and now.running else None
+
+        done = wait(rebuilt)
+        if done is None:
+            raise OrderFailed(f"VPS {vps.name} is still being rebuilt with your SSH key; run "
+                              f"again in a few minutes")
+        return done
+
     def order(self, *, plan: str, datacenter: str, os_name: str, display_name: str,
               confirm: Callable[[str], bool], wait: Callable[[Callable[[], Vps | None]],
                                                            Vps | None],
-              on_cart: Callable[[str], None] | None = None) -> Vps | None:
+              public_key: str, on_cart: Callable[[str], None] | None = None) -> Vps | None:
         """Order one VPS through a cart; returns it once running, or None if not confirmed.
 
         The cart is deleted in every case (declined, failure, Ctrl-C, success).
@@ -217,6 +240,7 @@ class OvhVps:
             raise OrderFailed("the VPS was ordered but is not running yet; run the vps phase "
                               "again later (it finds the new VPS instead of ordering another)")
         self.client.put(f"/vps/{vps.name}", displayName=display_name)
+        vps = self.install_ssh_key(vps, os_name=os_name, public_key=public_key, wait=wait)
         return Vps(vps.name, vps.state, display_name, vps.ip)
 
 

@@ -135,11 +135,12 @@ def phase_vps(ctx: Context) -> None:
                           interval=ctx.adv.vps_poll_seconds)
 
     vps = api.order(plan=cfg.vps_plan, datacenter=cfg.vps_datacenter, os_name=cfg.vps_os,
-                    display_name=cfg.vps_display_name, confirm=ctx.confirm, wait=wait_for)
+                    display_name=cfg.vps_display_name, confirm=ctx.confirm, wait=wait_for,
+                    public_key=cfg.ssh_public_key_path.read_text().strip())
     if vps is None:
         raise PhaseFailed("VPS order not confirmed: nothing was ordered (cart deleted); "
                           "answer 'y' or pass --yes to order")
-    _record_vps(ctx, vps, "ordered and delivered")
+    _record_vps(ctx, vps, "ordered, delivered, rebuilt with your SSH key")
 
 
 def _record_vps(ctx: Context, vps: Vps, why: str) -> None:

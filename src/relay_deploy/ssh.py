@@ -48,8 +48,9 @@ def pinned_key_line(target: SshTarget) -> str | None:
 class VpsShell:
     """One SSH connection to the VPS."""
 
-    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(self, conn: asyncssh.SSHClientConnection, user: str) -> None:
         self.conn = conn
+        self.sudo = "" if user == "root" else "sudo -n "
 
     async def run(self, command: str, *, check: bool = True, limit: float = 600) -> str:
         result = await self.conn.run(command, check=False, timeout=limit)
@@ -60,7 +61,8 @@ class VpsShell:
         return str(result.stdout or "")
 
     async def k3s_installed(self) -> bool:
-        out = await self.run(f"test -f {K3S_CONFIG_PATH} && echo present || echo absent")
+        out = await self.run(f"{self.sudo}test -f {K3S_CONFIG_PATH} && echo present || "
+                             f"echo absent")
         return out.strip() == "present"
 
     async def install_k3s(self, vps_ip: str, k3s_version: str) -> None:
@@ -71,7 +73,7 @@ class VpsShell:
                        limit=900)
 
     async def read_kubeconfig(self) -> str:
-        return await self.run(f"cat {K3S_CONFIG_PATH}")
+        return await self.run(f"{self.sudo}cat {K3S_CONFIG_PATH}")
 
     async def close(self) -> None:
         self.conn.close()
@@ -124,4 +126,4 @@ async def connect(target: SshTarget, *, store_new_key: bool, within: float,
                 fh.write(line)
             os.chmod(target.known_hosts, 0o600)
         newly = True
-    return VpsShell(conn), newly
+    return VpsShell(conn, target.user), newly

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 AK, AS, CK = "fake-app-key", "fake-app-secret", "fake-consumer-key"
+IMAGES = {"img-deb12": "Debian 12", "img-ubu2404": "Ubuntu 24.04", "img-ubu2204": "Ubuntu 22.04"}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class FakeOvh:
     delivery_polls: int = 2
     plans: tuple[str, ...] = ("vps-2025-model1", "vps-2025-model2")
     base: str = ""
+    rebuilds: list[dict[str, Any]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     # ---- helpers for tests --------------------------------------------------------------
@@ -126,6 +128,17 @@ class FakeOvh:
             return None
         if parts[1:] == ["ips"] and method == "GET":
             return [vps.ip, "2001:db8::1"]
+        if parts[1:] == ["images", "available"] and method == "GET":
+            return sorted(IMAGES)
+        if parts[1:3] == ["images", "available"] and len(parts) == 4 and method == "GET":
+            return {"id": parts[3], "name": IMAGES[parts[3]]}
+        if parts[1:] == ["rebuild"] and method == "POST":
+            if body.get("imageId") not in IMAGES or not str(
+                    body.get("publicSshKey", "")).startswith("ssh-"):
+                raise ValueError("imageId and publicSshKey required")
+            self.rebuilds.append({"vps": vps.name, **body})
+            vps.state, vps.polls_until_running = "installing", self.delivery_polls
+            return {"id": next(self._ids), "type": "rebuild", "state": "todo"}
         raise KeyError("/".join(parts))
 
     def _cart(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:

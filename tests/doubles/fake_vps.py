@@ -47,6 +47,10 @@ class FakeVpsHost:
 
     def handle(self, command: str) -> tuple[int, str, str]:
         self.commands.append(command)
+        if self.user != "root":
+            if not command.startswith("sudo -n ") and "get.k3s.io" not in command:
+                return 1, "", "Permission denied\n"
+            command = command.removeprefix("sudo -n ")
         if command == "test -f /etc/rancher/k3s/k3s.yaml && echo present || echo absent":
             return 0, "present\n" if self.k3s_installed else "absent\n", ""
         if "https://get.k3s.io" in command:

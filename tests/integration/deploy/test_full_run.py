@@ -43,6 +43,10 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
     assert world.ovh.bad_signatures == 0
     (name,) = world.ovh.vps
     assert world.ovh.vps[name].display_name == "metadata-relay"
+    # the new VPS was rebuilt once with Ubuntu 24.04 and our public key
+    pub = (world.tmp / "keys" / "id_ed25519.pub").read_text().strip()
+    assert world.ovh.rebuilds == [{"vps": name, "imageId": "img-ubu2404", "publicSshKey": pub,
+                                   "doNotSendPassword": True}]
     saved = world.saved()
     assert saved["vps_name"] == name and saved["vps_ip"] == "127.0.0.1"
     assert len(saved["turn_secret"]) == 64

@@ -149,3 +149,15 @@ async def test_changed_host_key_is_refused(world: World) -> None:
     assert result.rc == 1
     assert "does not match the one pinned" in result.err
     assert world.vps.commands == []
+
+
+async def test_non_root_login_uses_sudo(world: World) -> None:
+    world.vps.user = "ubuntu"
+    world.vps.k3s_installed = True
+    world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
+    world.write_config(ssh_user="ubuntu")
+    result = await world.deploy("--phase", "vps", "--phase", "kubeconfig")
+    assert result.rc == 0, result.text
+    assert world.vps.commands == [
+        "sudo -n test -f /etc/rancher/k3s/k3s.yaml && echo present || echo absent",
+        "sudo -n cat /etc/rancher/k3s/k3s.yaml"]
