@@ -126,6 +126,12 @@ _REQUIRED = ("domain_name", "acme_email", "cloudflare_api_token", "relay_secret_
              "ssh_public_key_path")
 
 
+def _show(key: object) -> str:
+    """A key as the operator can read it on one line."""
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) else repr(text)[:80]
+
+
 def _as_str(raw: dict[str, Any], key: str, problems: list[str]) -> str:
     value = raw.get(key)
     if value is None:
@@ -145,8 +151,9 @@ def _load_advanced(raw: Any, problems: list[str]) -> Advanced:
     defaults = Advanced()
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if not hasattr(defaults, key):
-            problems.append(f"advanced.{key}: unknown setting (see infra/config.yaml.example)")
+        if not isinstance(key, str) or key.startswith("_") or not hasattr(defaults, key):
+            problems.append(f"advanced.{_show(key)}: unknown setting (see "
+                            f"infra/config.yaml.example)")
             continue
         default = getattr(defaults, key)
         if value is None:
@@ -181,7 +188,8 @@ def parse_config(raw: Any, path: Path) -> DeployConfig:
     problems: list[str] = []
     for key in raw:
         if key not in _KNOWN:
-            problems.append(f"{key}: unknown setting in {path} (see infra/config.yaml.example)")
+            problems.append(f"{_show(key)}: unknown setting in {path} (see "
+                            f"infra/config.yaml.example)")
     values: dict[str, Any] = {k: _as_str(raw, k, problems) for k in _STR_KEYS}
     for key in _REQUIRED:
         if not values[key]:

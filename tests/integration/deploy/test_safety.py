@@ -161,3 +161,14 @@ async def test_non_root_login_uses_sudo(world: World) -> None:
     assert world.vps.commands == [
         "sudo -n test -f /etc/rancher/k3s/k3s.yaml && echo present || echo absent",
         "sudo -n cat /etc/rancher/k3s/k3s.yaml"]
+
+
+async def test_platform_that_never_becomes_available_fails_with_a_hint(world: World) -> None:
+    world.kube.workloads_become_ready = False
+    result = await world.deploy("--yes")
+    assert result.rc == 1, result.text
+    assert "cert-manager/cert-manager is not available" in result.err
+    assert "kubectl" in result.err
+    # it stopped there: no issuers, no relay
+    assert world.kube.get("cert-manager.io/v1", "clusterissuers", "", "letsencrypt-prod") is None
+    assert world.kube.get("v1", "namespaces", "", "metadata-relay") is None

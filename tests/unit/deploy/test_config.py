@@ -7,6 +7,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay_deploy.config import ConfigError, load_config, parse_config, update_config_file
 
@@ -115,3 +117,21 @@ def test_example_config_only_lacks_the_placeholders(tmp_path: Path) -> None:
         parse_config(raw, tmp_path / "config.yaml")
     assert all("placeholder" in p or "ssh_" in p for p in info.value.problems), \
         info.value.problems
+
+
+_KEYS = ["domain_name", "acme_email", "cloudflare_api_token", "relay_secret_key_base",
+         "ssh_public_key_path", "ssh_port", "relay_subdomain", "turn_secret", "image_tag",
+         "gitops_repo_url", "advanced", "vps_name", "junk"]
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+                    st.text(max_size=40), st.lists(st.integers(), max_size=3),
+                    st.dictionaries(st.text(max_size=12), st.integers(), max_size=3))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=len(_KEYS)))
+def test_any_document_is_accepted_or_rejected_with_lines(raw: dict, tmp_path: Path) -> None:
+    try:
+        parse_config(raw, tmp_path / "c.yaml")
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and "\n" not in p
+                                    for p in exc.problems)
