@@ -247,7 +247,7 @@ def apply_all(ctx: Context, phase: str, objs: list[dict[str, Any]]) -> None:
             cluster.apply(plan.obj, dry_run=ctx.dry_run)
         except ApiError as exc:
             if ctx.dry_run and exc.status.code == 404:
-                why += " (server check skipped: its namespace or CRD comes earlier in this run)"
+                why += " (no server dry-run yet: this run creates its namespace or CRD first)"
             else:
                 raise PhaseFailed(f"{name}: the API refused it: {exc.status.message}") from exc
         ctx.report.change(phase, name, plan.action, why)

@@ -79,7 +79,11 @@ class Report:
 
 @contextlib.contextmanager
 def waiting(console: Console, description: str) -> Iterator[None]:
-    """A spinner with elapsed time while the body waits (transient: gone when done)."""
+    """A spinner with elapsed time while the body waits (transient: gone when done; nothing
+    at all when the output is not a terminal)."""
+    if not console.is_terminal:
+        yield
+        return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         progress.add_task(description, total=None)

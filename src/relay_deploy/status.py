@@ -62,6 +62,9 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
             rows.append(("Node", False, f"kubeconfig unusable: {exc}"))
     else:
         rows.append(("Node", None, f"no {kcfg.CONTEXT} context in {path}"))
+        rows.append(("Platform (Traefik, cert-manager, external-dns, Argo CD)", None,
+                     "cluster not reachable"))
+        rows.append(("Certificate", None, "cluster not reachable"))
     if cluster is not None:
         c = cluster
 
