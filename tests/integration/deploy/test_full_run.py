@@ -176,3 +176,14 @@ async def test_status_of_an_empty_account_still_prints_the_table(world: World) -
     assert result.rc == 0, result.text
     assert "none found" in result.out and "no metadata-relay context" in result.out
     assert world.ovh.mutating() == [] and world.kube.calls == [] and world.vps.commands == []
+
+
+async def test_verify_against_the_real_service_health(world: World, service) -> None:
+    """The relay's own /health (the real process) satisfies verify's version check: the
+    image tag pinned in the kustomization equals the package version."""
+    config = world.saved()
+    config["advanced"]["health_base_url"] = service.url
+    world.write_config(**config)
+    result = await world.deploy("--yes")
+    assert result.rc == 0, result.text
+    assert f"{service.url}/health 200, version" in result.out
