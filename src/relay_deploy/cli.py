@@ -7,6 +7,7 @@ any remote call), 130 interrupted.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +42,7 @@ def select_phases(only: list[str], skip: list[str]) -> list[str]:
     return chosen
 
 
-def _confirm_factory(console: Console, yes: bool):  # type: ignore[no-untyped-def]
+def _confirm_factory(console: Console, yes: bool) -> Callable[[str], bool]:
     def confirm(summary: str) -> bool:
         console.print(f"[bold yellow]About to {summary}.[/bold yellow]")
         if yes:

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from relay_deploy import kubeconfig as kcfg
 from relay_deploy import probes
-from relay_deploy.config import DeployConfig, generate_turn_secret, update_config_file
+from relay_deploy.config import Advanced, DeployConfig, generate_turn_secret, update_config_file
 from relay_deploy.kube import Cluster, condition_true, describe
 from relay_deploy.ovh_api import OvhCredentials, OvhVps, Vps
 from relay_deploy.report import PhaseFailed, Report, poll_until, waiting
@@ -63,7 +63,7 @@ class Context:
     _cluster: Cluster | None = None
 
     @property
-    def adv(self) -> Any:
+    def adv(self) -> Advanced:
         return self.cfg.advanced
 
     def save(self, **updates: str) -> None:
@@ -105,10 +105,15 @@ class Context:
 
 
 def phase_vps(ctx: Context) -> None:
+    cfg, rep = ctx.cfg, ctx.report
+    if cfg.vps_ip and not cfg.vps_name:
+        rep.found("vps", cfg.vps_ip, "vps_ip is set without vps_name: a server you manage "
+                  "yourself; OVH is not asked and nothing is ordered")
+        ctx.vps_ip = cfg.vps_ip
+        return
     if ctx.ovh is None:
         raise PhaseFailed("OVH credentials not loaded")
     api = OvhVps(ctx.ovh.client())
-    cfg, rep = ctx.cfg, ctx.report
     if cfg.vps_name:
         vps = api.get(cfg.vps_name)
         if vps is not None and vps.running and vps.ip:

@@ -172,3 +172,11 @@ async def test_platform_that_never_becomes_available_fails_with_a_hint(world: Wo
     # it stopped there: no issuers, no relay
     assert world.kube.get("cert-manager.io/v1", "clusterissuers", "", "letsencrypt-prod") is None
     assert world.kube.get("v1", "namespaces", "", "metadata-relay") is None
+
+
+async def test_own_server_by_ip_is_never_ordered_for(world: World) -> None:
+    world.write_config(vps_ip="127.0.0.1")
+    result = await world.deploy("--phase", "vps", "--phase", "kubeconfig")
+    assert result.rc == 0, result.text
+    assert world.ovh.calls == [] and world.ovh.bad_signatures == 0
+    assert len(world.vps.installs) == 1
