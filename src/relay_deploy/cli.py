@@ -98,7 +98,8 @@ def deploy(
             except ConfigError:
                 ovh = None
         else:
-            if "vps" in phases:
+            own_server = bool(cfg.vps_ip and not cfg.vps_name)
+            if "vps" in phases and not own_server:
                 ovh = load_ovh_credentials(ovh_config)
             elif not cfg.vps_ip and any(p in phases for p in ("kubeconfig", "verify")):
                 raise ConfigError(["vps_ip: empty in the config; run the vps phase first "

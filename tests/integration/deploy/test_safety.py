@@ -176,6 +176,7 @@ async def test_platform_that_never_becomes_available_fails_with_a_hint(world: Wo
 
 async def test_own_server_by_ip_is_never_ordered_for(world: World) -> None:
     world.write_config(vps_ip="127.0.0.1")
+    world.ovh_conf.unlink()  # no OVH account needed at all
     result = await world.deploy("--phase", "vps", "--phase", "kubeconfig")
     assert result.rc == 0, result.text
     assert world.ovh.calls == [] and world.ovh.bad_signatures == 0
