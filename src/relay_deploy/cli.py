@@ -1,0 +1,174 @@
+"""``./infra/deploy``: from an OVHcloud account to a running metadata-relay.
+
+Exit codes: 0 success, 1 a phase or check failed, 2 bad invocation or configuration (before
+any remote call), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relay_deploy.config import DEFAULT_CONFIG, ConfigError, DeployConfig, load_config
+from relay_deploy.report import PHASES
+
+if TYPE_CHECKING:
+    from relay_deploy.ovh_api import OvhCredentials
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _default_config() -> Path:
+    repo_config = Path(__file__).resolve().parents[2] / "infra" / "config.yaml"
+    if DEFAULT_CONFIG.exists() or not repo_config.parent.is_dir():
+        return DEFAULT_CONFIG
+    return repo_config
+
+
+def select_phases(only: list[str], skip: list[str]) -> list[str]:
+    bad = [p for p in [*only, *skip] if p not in PHASES]
+    if bad:
+        raise ConfigError([f"unknown phase {p!r}; phases are {', '.join(PHASES)}" for p in bad])
+    chosen = [p for p in PHASES if (not only or p in only) and p not in skip]
+    if not chosen:
+        raise ConfigError(["--phase/--skip leave no phase to run"])
+    return chosen
+
+
+def _confirm_factory(console: Console, yes: bool) -> Callable[[str], bool]:
+    def confirm(summary: str) -> bool:
+        console.print(f"[bold yellow]About to {summary}.[/bold yellow]")
+        if yes:
+            console.print("  --yes given: ordering without asking")
+            return True
+        console.print("Order it? [y/N] ", end="", markup=False)
+        try:
+            answer = sys.stdin.readline()
+        except (OSError, ValueError):
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+@app.command(help="Deploy metadata-relay: from an OVHcloud account to https://relay.<domain> "
+                  "with k3s, Traefik, cert-manager, external-dns and Argo CD. Idempotent: run "
+                  "it again at any time; a second run changes nothing.")
+def deploy(
+    phase: Annotated[list[str] | None, typer.Option(
+        "--phase", metavar="PHASE",
+        help="Run only this phase (repeatable): vps, kubeconfig, kubernetes, app, verify. "
+             "Default: all, in that order.")] = None,
+    skip: Annotated[list[str] | None, typer.Option(
+        "--skip", metavar="PHASE", help="Skip this phase (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (every change and why) using only read calls; "
+                          "change nothing, order nothing, write no file.")] = False,
+    status: Annotated[bool, typer.Option(
+        "--status", help="Print one table: VPS, node, platform components, certificate, DNS, "
+                         "health, TURN. Changes nothing.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Deployment config (default infra/config.yaml; see "
+                         "infra/config.yaml.example).")] = None,
+    ovh_config: Annotated[Path | None, typer.Option(
+        "--ovh-config", help="python-ovh INI file with the API credentials. Default: the first "
+                             "of infra/ovh.conf, ./ovh.conf, ~/.config/ovh.conf, ~/.ovh.conf, "
+                             "then the OVH_* environment variables.")] = None,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask before spending money (ordering a VPS).")] = False,
+) -> None:
+    console = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        from relay_deploy.ovh_api import load_ovh_credentials
+
+        phases = select_phases(phase or [], skip or [])
+        cfg = load_config(config or _default_config())
+        ovh: OvhCredentials | None = None
+        if status:
+            try:
+                ovh = load_ovh_credentials(ovh_config)
+            except ConfigError:
+                ovh = None
+        else:
+            own_server = bool(cfg.vps_ip and not cfg.vps_name)
+            if "vps" in phases and not own_server:
+                ovh = load_ovh_credentials(ovh_config)
+            elif not cfg.vps_ip and any(p in phases for p in ("kubeconfig", "verify")):
+                raise ConfigError(["vps_ip: empty in the config; run the vps phase first "
+                                   "(or do not --skip it)"])
+    except ConfigError as exc:
+        for line in exc.problems:
+            err.print(f"error: {line}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    if status:
+        from relay_deploy.status import gather, print_status
+
+        print_status(console, gather(cfg, ovh))
+        return
+    raise typer.Exit(_run(console, err, cfg, ovh, phases, dry_run=dry_run, yes=yes))
+
+
+def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredentials | None,
+         phases: list[str], *, dry_run: bool, yes: bool) -> int:
+    import lightkube
+    import ovh.exceptions
+
+    from relay_deploy.ovh_api import OrderFailed
+    from relay_deploy.phases import Context, run_phases, summary_lines
+    from relay_deploy.report import PhaseFailed, Report
+    from relay_deploy.ssh import SshError
+
+    report = Report(console, dry_run=dry_run)
+    ctx = Context(cfg=cfg, report=report, console=console, dry_run=dry_run,
+                  confirm=_confirm_factory(console, yes), ovh=creds)
+    mode = "DRY RUN (read-only): " if dry_run else ""
+    console.print(f"[bold]{mode}metadata-relay deploy[/bold] — {cfg.relay_host}; phases: "
+                  f"{', '.join(phases)}")
+    try:
+        run_phases(ctx, phases)
+    except KeyboardInterrupt:
+        err.print("interrupted (any open OVH cart was deleted)")
+        return 130
+    except (PhaseFailed, SshError, OrderFailed) as exc:
+        err.print(f"error: {exc}", soft_wrap=True)
+        return 1
+    except ovh.exceptions.APIError as exc:
+        err.print(f"error: OVH API: {exc}; check the credentials' rights (infra/README.md)",
+                  soft_wrap=True)
+        return 1
+    except lightkube.ApiError as exc:
+        err.print(f"error: Kubernetes API: {exc.status.message}", soft_wrap=True)
+        return 1
+    except OSError as exc:
+        err.print(f"error: {exc}", soft_wrap=True)
+        return 1
+    n = len(report.changes())
+    if dry_run:
+        console.print(f"\n[bold]Plan:[/bold] {n} change{'s' if n != 1 else ''} "
+                      f"({'nothing to do' if n == 0 else 'run without --dry-run to apply'})")
+        return 0
+    console.print(f"\n[bold green]Done[/bold green]: {n} change{'s' if n != 1 else ''}"
+                  f"{' (nothing to do: already deployed)' if n == 0 else ''}")
+    if phases == list(PHASES):
+        table = Table(title="metadata-relay", show_header=False)
+        for k, v in summary_lines(ctx.cfg, ctx.vps_ip or ctx.cfg.vps_ip):
+            table.add_row(k, v)
+        console.print(table)
+    return 0
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

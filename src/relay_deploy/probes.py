@@ -1,0 +1,193 @@
+"""The outside-in checks verify and status run: DNS A lookup, STUN Binding, HTTPS /health.
+
+The DNS and STUN wire formats are small sans-I/O encode/parse functions; ``resolve_a`` and
+``stun_binding`` are the thin socket edges around them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import struct
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+# ---- DNS (RFC 1035): one A question, recursion desired --------------------------------------
+
+
+def encode_dns_query(txid: int, name: str) -> bytes:
+    header = struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0)
+    labels = b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.rstrip(".").split("."))
+    return header + labels + b"\x00" + struct.pack("!HH", 1, 1)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated name")
+        length = data[pos]
+        if length & 0xC0 == 0xC0:
+            return pos + 2
+        if length == 0:
+            return pos + 1
+        pos += 1 + length
+
+
+def parse_dns_answer(txid: int, data: bytes) -> list[str]:
+    """A records in a response to our query ``txid``; raises ValueError on garbage/errors."""
+    if len(data) < 12:
+        raise ValueError("short DNS response")
+    rid, flags, qd, an, _, _ = struct.unpack("!HHHHHH", data[:12])
+    if rid != txid or not flags & 0x8000:
+        raise ValueError("not a response to our query")
+    rcode = flags & 0x000F
+    if rcode == 3:
+        return []
+    if rcode != 0:
+        raise ValueError(f"DNS error rcode {rcode}")
+    pos = 12
+    for _ in range(qd):
+        pos = _skip_name(data, pos) + 4
+    out = []
+    for _ in range(an):
+        pos = _skip_name(data, pos)
+        if pos + 10 > len(data):
+            raise ValueError("truncated answer")
+        rtype, rclass, _ttl, rdlen = struct.unpack("!HHIH", data[pos:pos + 10])
+        pos += 10
+        rdata = data[pos:pos + rdlen]
+        if len(rdata) != rdlen:
+            raise ValueError("truncated rdata")
+        if rtype == 1 and rclass == 1 and rdlen == 4:
+            out.append(str(ipaddress.IPv4Address(rdata)))
+        pos += rdlen
+    return out
+
+
+def resolve_a(name: str, server: str, port: int = 53, timeout: float = 3.0,
+              attempts: int = 2) -> list[str]:
+    txid = int.from_bytes(os.urandom(2), "big")
+    query = encode_dns_query(txid, name)
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        for attempt in range(attempts):
+            sock.sendto(query, (server, port))
+            try:
+                while True:
+                    data, _ = sock.recvfrom(4096)
+                    try:
+                        return parse_dns_answer(txid, data)
+                    except ValueError:
+                        if data[:2] == query[:2]:
+                            raise
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+    return []
+
+
+# ---- STUN (RFC 5389): Binding request, XOR-MAPPED-ADDRESS in the success response ----------
+
+MAGIC_COOKIE = 0x2112A442
+
+
+def encode_binding_request(txid: bytes) -> bytes:
+    assert len(txid) == 12
+    return struct.pack("!HHI", 0x0001, 0, MAGIC_COOKIE) + txid
+
+
+def parse_binding_response(txid: bytes, data: bytes) -> tuple[str, int] | None:
+    """The mapped (address, port) of a Binding success for ``txid``; None if none given.
+    Raises ValueError for anything that is not that response."""
+    if len(data) < 20:
+        raise ValueError("short STUN message")
+    mtype, length, cookie = struct.unpack("!HHI", data[:8])
+    if cookie != MAGIC_COOKIE or data[8:20] != txid:
+        raise ValueError("not a response to our request")
+    if mtype != 0x0101:
+        raise ValueError(f"not a Binding success (type 0x{mtype:04x})")
+    if 20 + length > len(data):
+        raise ValueError("truncated STUN message")
+    pos, end = 20, 20 + length
+    mapped = None
+    while pos + 4 <= end:
+        atype, alen = struct.unpack("!HH", data[pos:pos + 4])
+        value = data[pos + 4:pos + 4 + alen]
+        if len(value) != alen:
+            raise ValueError("truncated attribute")
+        if atype in (0x0020, 0x0001) and alen >= 8 and value[1] == 0x01:
+            port = struct.unpack("!H", value[2:4])[0]
+            raw = value[4:8]
+            if atype == 0x0020:
+                port ^= MAGIC_COOKIE >> 16
+                raw = bytes(a ^ b for a, b in zip(raw, struct.pack("!I", MAGIC_COOKIE),
+                                                  strict=True))
+            mapped = (str(ipaddress.IPv4Address(raw)), port)
+            if atype == 0x0020:
+                return mapped
+        pos += 4 + alen + (-alen % 4)
+    return mapped
+
+
+def stun_binding(host: str, port: int, timeout: float = 3.0, attempts: int = 3
+                 ) -> tuple[str, int] | None:
+    """Send a Binding request; the mapped address, or raise TimeoutError/ValueError."""
+    txid = os.urandom(12)
+    request = encode_binding_request(txid)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        for attempt in range(attempts):
+            sock.sendto(request, (host, port))
+            try:
+                while True:
+                    data, _ = sock.recvfrom(2048)
+                    try:
+                        return parse_binding_response(txid, data)
+                    except ValueError:
+                        if data[8:20] == txid:
+                            raise
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+    return None
+
+
+# ---- HTTPS /health --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    status: int
+    version: str
+    body_status: str
+
+
+def get_health(url: str, *, verify_tls: bool = True, timeout: float = 10.0) -> Health:
+    """GET the health URL; raises OSError (incl. TLS/HTTP-level failures) when unreachable."""
+    ctx = ssl.create_default_context()
+    if not verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=ctx))
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"not an http(s) URL: {url}")
+    req = urllib.request.Request(url, headers={"accept": "application/json"})  # noqa: S310
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            code, raw = int(resp.status), resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        code, raw = int(exc.code), exc.read(65536)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    return Health(code, str(body.get("version", "")), str(body.get("status", "")))

@@ -1,0 +1,155 @@
+"""A world of loopback doubles for ./infra/deploy: fake OVH API, SSH "VPS", fake Kubernetes
+API, DNS resolver, STUN server and /health; the tool itself runs as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+import yaml
+from aiohttp import web
+
+from tests.doubles.fake_kube import TOKEN, FakeKube
+from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
+from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
+from tests.doubles.net import FakeDns, FakeHealth, FakeStun
+from tests.tools import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+DOMAIN = "mydia.test"
+RELAY_HOST = f"relay.{DOMAIN}"
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@dataclass
+class World:
+    tmp: Path
+    ovh: FakeOvh
+    kube: FakeKube
+    vps: FakeVpsHost
+    dns: FakeDns
+    stun: FakeStun
+    health: FakeHealth
+    config_path: Path
+    ovh_conf: Path
+    env: dict[str, str]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def write_config(self, **changes: Any) -> None:
+        self.config.update(changes)
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def saved(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_path.read_text())
+
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        argv = [sys.executable, "-m", "relay_deploy.cli",
+                "--config", str(self.config_path), "--ovh-config", str(self.ovh_conf)]
+        return await asyncio.create_subprocess_exec(
+            *argv, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.tmp)
+
+    async def deploy(self, *args: str, stdin: str = "") -> Result:
+        proc = await self.start(*args)
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
+        return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+async def _udp(proto: Any, port: int) -> Any:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: proto,
+                                                       local_addr=("127.0.0.1", port))
+    return transport
+
+
+def _free_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    runners: list[web.AppRunner] = []
+
+    async def serve(app: web.Application) -> int:
+        port = free_port()
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return port
+
+    ovh = FakeOvh()
+    ovh_port = await serve(ovh.app())
+    ovh.base = f"http://127.0.0.1:{ovh_port}/1.0"
+    kube = FakeKube()
+    kube_port = await serve(kube.app())
+    health = FakeHealth()
+    health_port = await serve(health.app())
+
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    client_key.write_private_key(keydir / "id_ed25519")
+    client_key.write_public_key(keydir / "id_ed25519.pub")
+    vps = FakeVpsHost(authorized_key=client_key, kube_server=f"http://127.0.0.1:{kube_port}",
+                      kube_token=TOKEN)
+    ssh_port = free_port()
+    ssh_server = await start_fake_vps(vps, ssh_port, asyncssh.generate_private_key("ssh-ed25519"))
+
+    dns = FakeDns(records={RELAY_HOST: ["127.0.0.1"]})
+    dns_port = _free_udp()
+    dns_transport = await _udp(dns, dns_port)
+    stun = FakeStun()
+    stun_port = _free_udp()
+    stun_transport = await _udp(stun, stun_port)
+
+    infra = tmp_path / "infra"
+    infra.mkdir()
+    ovh_conf = infra / "ovh.conf"
+    ovh_conf.write_text(f"[default]\nendpoint={ovh.base}\n\n[{ovh.base}]\n"
+                        f"application_key={AK}\napplication_secret={AS}\nconsumer_key={CK}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OVH_", "SSH_AUTH_SOCK", "KUBECONFIG"))}
+    env.update(HOME=str(home), KUBECONFIG=str(home / ".kube" / "config"), NO_PROXY="*",
+               no_proxy="*", PYTHONPATH=str(REPO / "src"), COLUMNS="200", TERM="dumb")
+    w = World(tmp=tmp_path, ovh=ovh, kube=kube, vps=vps, dns=dns, stun=stun, health=health,
+              config_path=infra / "config.yaml", ovh_conf=ovh_conf, env=env)
+    w.write_config(
+        domain_name=DOMAIN, acme_email="ops@mydia.test", cloudflare_api_token="cf-token-secret",
+        relay_secret_key_base="k" * 64, relay_tmdb_api_key="tmdb-secret-key",
+        ssh_public_key_path=str(keydir / "id_ed25519.pub"), ssh_port=ssh_port,
+        advanced={"dns_resolver": "127.0.0.1", "dns_port": dns_port,
+                  "health_base_url": f"http://127.0.0.1:{health_port}",
+                  "stun_port": stun_port, "poll_seconds": 0.05, "wait_timeout_seconds": 2,
+                  "vps_poll_seconds": 0.05, "vps_order_timeout_seconds": 10,
+                  "ssh_connect_timeout_seconds": 5})
+    try:
+        yield w
+    finally:
+        ssh_server.close()
+        dns_transport.close()
+        stun_transport.close()
+        for r in runners:
+            await r.cleanup()

@@ -1,0 +1,137 @@
+"""Config validation: one line per problem, naming the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncssh
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay_deploy.config import ConfigError, load_config, parse_config, update_config_file
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(tmp_path / "id_ed25519")
+    key.write_public_key(tmp_path / "id_ed25519.pub")
+    return tmp_path / "id_ed25519.pub"
+
+
+def base(pub: Path) -> dict:
+    return {"domain_name": "mydia.dev", "acme_email": "ops@mydia.dev",
+            "cloudflare_api_token": "cf", "relay_secret_key_base": "x" * 64,
+            "ssh_public_key_path": str(pub)}
+
+
+def test_minimal_config_gets_the_documented_defaults(keys: Path, tmp_path: Path) -> None:
+    cfg = parse_config(base(keys), tmp_path / "config.yaml")
+    assert cfg.relay_host == "relay.mydia.dev" and cfg.argocd_host == "argocd.mydia.dev"
+    assert cfg.ssh_user == "root" and cfg.ssh_port == 22
+    assert cfg.ssh_private_key_path == keys.with_suffix("")
+    assert cfg.health_url == "https://relay.mydia.dev/health"
+    assert cfg.advanced.dns_resolver == "1.1.1.1" and cfg.advanced.stun_port == 3478
+    assert cfg.known_hosts_path == tmp_path / "known_hosts"
+    assert cfg.relay_secret_data() == {"RELAY_TOKEN_SECRET": "x" * 64, "TURN_SECRET": ""}
+
+
+def test_every_problem_is_reported_at_once(keys: Path, tmp_path: Path) -> None:
+    raw = base(keys) | {"domain_name": "bad domain", "acme_email": "x", "ssh_port": 0,
+                        "relay_subdomain": "two.labels", "turn_secret": "short",
+                        "advanced": {"stun_port": 70000, "bogus": 1}, "extra": True}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, tmp_path / "c.yaml")
+    problems = info.value.problems
+    for key in ("domain_name", "acme_email", "ssh_port", "relay_subdomain", "turn_secret",
+                "advanced.bogus", "advanced:", "extra"):
+        assert any(p.startswith(key) for p in problems), (key, problems)
+    assert all("\n" not in p for p in problems)
+
+
+@pytest.mark.parametrize("raw", [None, [], "text", 3])
+def test_non_mapping_documents(raw: object, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, tmp_path / "c.yaml")
+    assert len(info.value.problems) == 1
+
+
+def test_wrong_types(keys: Path, tmp_path: Path) -> None:
+    raw = base(keys) | {"domain_name": ["a"], "ssh_port": True,
+                        "advanced": {"poll_seconds": "fast", "health_verify_tls": "yes",
+                                     "dns_resolver": 5}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, tmp_path / "c.yaml")
+    text = "\n".join(info.value.problems)
+    for key in ("domain_name: must be a string", "ssh_port", "advanced.poll_seconds",
+                "advanced.health_verify_tls", "advanced.dns_resolver"):
+        assert key in text
+
+
+def test_passphrase_key_needs_an_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(tmp_path / "id", format_name="pkcs8-pem", passphrase="pw")
+    key.write_public_key(tmp_path / "id.pub")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(tmp_path / "id.pub"), tmp_path / "c.yaml")
+    assert "passphrase-protected" in info.value.problems[0]
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
+    assert parse_config(base(tmp_path / "id.pub"), tmp_path / "c.yaml")
+
+
+def test_public_key_garbage(keys: Path, tmp_path: Path) -> None:
+    keys.write_text("not a key\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(keys), tmp_path / "c.yaml")
+    assert info.value.problems == [f"ssh_public_key_path: {keys} is not an SSH public key"]
+
+
+def test_update_keeps_comments_and_other_lines(keys: Path, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    text = "# my notes\n" + yaml.safe_dump(base(keys)) + "vps_name: \"\"  # filled in\n"
+    path.write_text(text)
+    update_config_file(path, {"vps_name": "vps-1.ovh.net", "vps_ip": "203.0.113.5"})
+    out = path.read_text()
+    assert out.startswith("# my notes\n")
+    cfg = load_config(path)
+    assert cfg.vps_name == "vps-1.ovh.net" and cfg.vps_ip == "203.0.113.5"
+    assert cfg.domain_name == "mydia.dev"
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("domain_name: a\nb: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML at line" in info.value.problems[0]
+
+
+def test_example_config_only_lacks_the_placeholders(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[3] / "infra" / "config.yaml.example"
+    raw = yaml.safe_load(example.read_text())
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, tmp_path / "config.yaml")
+    assert all("placeholder" in p or "ssh_" in p for p in info.value.problems), \
+        info.value.problems
+
+
+_KEYS = ["domain_name", "acme_email", "cloudflare_api_token", "relay_secret_key_base",
+         "ssh_public_key_path", "ssh_port", "relay_subdomain", "turn_secret", "image_tag",
+         "gitops_repo_url", "advanced", "vps_name", "junk"]
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+                    st.text(max_size=40), st.lists(st.integers(), max_size=3),
+                    st.dictionaries(st.text(max_size=12), st.integers(), max_size=3))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=len(_KEYS)))
+def test_any_document_is_accepted_or_rejected_with_lines(raw: dict, tmp_path: Path) -> None:
+    try:
+        parse_config(raw, tmp_path / "c.yaml")
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and "\n" not in p
+                                    for p in exc.problems)
