@@ -23,7 +23,12 @@ log = get_logger("metadata_relay.app")
 
 def build_components(runtime: Runtime) -> list[Component]:
     """Every component, in start order."""
-    return []
+    components: list[Component] = []
+    if runtime.settings.TURN_ENABLED:
+        from metadata_relay.turn.component import TurnComponent
+
+        components.append(TurnComponent(runtime.settings, runtime.turn_secrets))
+    return components
 
 
 def build_routes() -> list[BaseRoute]:
