@@ -27,9 +27,9 @@ def long_term_key(username: str, realm: str, password: str) -> bytes:
 
 
 def parse_rest_username(username: str) -> tuple[int, str] | None:
-    """(expiry, user) of a REST username ``"<expiry>:<user>"`` (or a bare ``"<expiry>"``)."""
-    expiry_s, _, user = username.partition(":")
-    if not expiry_s.isascii() or not expiry_s.isdigit() or len(expiry_s) > 12:
+    """(expiry, user) of a REST username ``"<expiry>:<user>"``; ``None`` if it is not one."""
+    expiry_s, sep, user = username.partition(":")
+    if not sep or not expiry_s.isascii() or not expiry_s.isdigit() or len(expiry_s) > 12:
         return None
     return int(expiry_s), user
 
