@@ -1,4 +1,4 @@
-"""Codec: RFC 5769 vectors, malformed input dropped, round trips and fuzzing (4.2 #2-#7, #35-#36)."""
+"""Codec: RFC 5769 vectors, malformed input dropped, round trips, fuzzing (4.2 #2-7, #35-36)."""
 
 from __future__ import annotations
 
