@@ -257,12 +257,20 @@ def parse_channel_data(data: bytes) -> tuple[int, bytes] | None:
 
 def stream_frame_length(buf: bytes | bytearray, pos: int = 0) -> int | None:
     """Length of the frame starting at ``pos`` of a TCP stream (ChannelData padded to 4),
-    ``None`` if more bytes are needed, ``-1`` if the stream is garbage."""
-    if len(buf) - pos < 4:
+    ``None`` if more bytes are needed, ``-1`` if the stream is garbage (not STUN framing, or
+    a STUN header without the magic cookie, e.g. TLS or HTTP on the plain port)."""
+    avail = len(buf) - pos
+    if avail < 4:
         return None
     first = buf[pos] & 0xC0
     length = (buf[pos + 2] << 8) | buf[pos + 3]
     if first == 0:
+        if length & 3:
+            return -1
+        if avail < 8:
+            return None
+        if buf[pos + 4 : pos + 8] != COOKIE_BYTES:
+            return -1
         return 20 + length
     if first == 0x40:
         return 4 + ((length + 3) & ~3)

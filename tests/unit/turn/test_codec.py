@@ -155,6 +155,9 @@ def test_channel_data_udp_and_stream_framing() -> None:
     stun = c.encode(c.BINDING, c.REQUEST, b"s" * 12)
     assert c.stream_frame_length(stun) == 20
     assert c.stream_frame_length(b"\xff\x00\x00\x00") == -1
+    assert c.stream_frame_length(stun[:6]) is None
+    assert c.stream_frame_length(b"\x16\x03\x01\x02\x00\x01\x00\x01") == -1  # TLS hello
+    assert c.stream_frame_length(b"\x00\x01\x00\x03") == -1
 
 
 addresses = st.one_of(
