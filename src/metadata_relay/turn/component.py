@@ -111,6 +111,9 @@ class TurnComponent:
             return {}
         snap = metrics.snapshot(self.server)
         snap["tcp_connections"] = len(self.connections)
+        snap["relay_tasks_pending"] = len(self.opener.tasks) if self.opener else 0
+        with contextlib.suppress(RuntimeError):
+            snap["asyncio_tasks"] = len(asyncio.all_tasks())
         if self.opener is not None:
             snap["relay_ports_free"] = len(self.opener.pool)
             snap["relay_ports_total"] = self.opener.pool.size
