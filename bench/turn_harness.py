@@ -214,6 +214,7 @@ def uclient(server: Server, peer: int, flags: list[str]) -> dict[str, Any]:
         "rss_kb": rss_kb(server.pid),
         "rcvbuf_errors": rcvbuf_errors() - rcv0,
         "exit": out.returncode,
+        **({"output_tail": text[-600:]} if out.returncode or not totals else {}),
     }
 
 
@@ -229,7 +230,7 @@ def machine() -> dict[str, Any]:
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in runs if r.get(key) is not None]
+    values = [r[key] for r in runs if r.get(key) is not None and r.get("exit", 0) == 0]
     return statistics.median(values) if values else None
 
 
@@ -240,15 +241,23 @@ def write(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def compare_uclient(name: str, flags: list[str], rounds: int) -> dict[str, Any]:
+def compare_uclient(name: str, flags: list[str], rounds: int,
+                    servers: tuple[str, ...] = ("ours", "coturn")) -> dict[str, Any]:
     """Interleaved ours/coturn rounds of one uclient profile; medians and ratios."""
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "coturn": []}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
+    starters = {"ours": ours, "coturn": coturn}
     with echo_peer() as peer:
         for i in range(rounds):
-            for kind, start in (("ours", ours), ("coturn", coturn)):
-                with start() as server:
-                    time.sleep(0.5)
-                    run = uclient(server, peer, flags)
+            for kind, start in ((k, starters[k]) for k in servers):
+                for attempt in range(1, 4):
+                    # uclient 4.6.1 sometimes picks one channel number twice and exits 255
+                    # (both servers answer 400); such a run measures nothing: redo it.
+                    with start() as server:
+                        time.sleep(0.5)
+                        run = uclient(server, peer, flags)
+                    run["attempt"] = attempt
+                    if run["exit"] == 0 and run["sent"]:
+                        break
                 runs[kind].append(run)
                 print(f"# round {i + 1} {kind}: {json.dumps(run)}", flush=True)
                 time.sleep(1)
@@ -257,13 +266,14 @@ def compare_uclient(name: str, flags: list[str], rounds: int) -> dict[str, Any]:
         summary[kind] = {k: median(rs, k) for k in
                          ("loss_pct", "avg_rtt_ms", "server_cpu_s", "cpu_s_per_100k",
                           "us_per_packet", "rss_kb")}
-    o, c = summary["ours"]["cpu_s_per_100k"], summary["coturn"]["cpu_s_per_100k"]
+    o = summary.get("ours", {}).get("cpu_s_per_100k")
+    c = summary.get("coturn", {}).get("cpu_s_per_100k")
     summary["cpu_ratio"] = round(o / c, 3) if o and c else None
     result = {"benchmark": name, "command": f"turnutils_uclient {' '.join(flags)} -W <secret> "
               "-u <user> -e 127.0.0.1 -r <peer> -p <port> 127.0.0.1",
               "rounds": rounds, "machine": machine(), "summary": summary, "runs": runs}
     path = write(name, result)
-    for kind in ("ours", "coturn"):
+    for kind in servers:
         for k, v in summary[kind].items():
             print(f"{name} {kind} {k} {v}")
     print(f"{name} cpu_ratio_ours_over_coturn {summary['cpu_ratio']}")

@@ -23,6 +23,7 @@ from metadata_relay.turn.transport import (
 
 log = get_logger("metadata_relay.turn")
 TICK = 0.25
+TCP_IDLE = 30.0
 
 
 class TurnComponent:
@@ -37,6 +38,8 @@ class TurnComponent:
         self.tcp: asyncio.Server | None = None
         self.connections: set[TcpConnection] = set()
         self.task: asyncio.Task[None] | None = None
+        self.tcp_idle = TCP_IDLE
+        """A TCP connection holding no allocation for this long is closed."""
 
     async def start(self) -> None:
         s = self.settings
@@ -79,8 +82,20 @@ class TurnComponent:
             await asyncio.sleep(TICK)
             try:
                 self.server.tick(time.time())
+                self._close_idle_connections()
             except Exception:
                 log.exception("turn_tick_failed")
+
+    def _close_idle_connections(self) -> None:
+        assert self.server is not None
+        allocations = self.server.allocations
+        for conn in list(self.connections):
+            if conn in allocations:
+                conn.idle = 0.0
+                continue
+            conn.idle += TICK
+            if conn.idle > self.tcp_idle:
+                conn.transport.close()
 
     async def stop(self) -> None:
         if self.task is not None:

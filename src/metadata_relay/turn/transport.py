@@ -94,6 +94,8 @@ class TcpConnection(asyncio.Protocol):
         self.transport: Any = None
         self.addr: Address = ("0.0.0.0", 0)
         self.buf = bytearray()
+        self.idle = 0.0
+        """Seconds without an allocation (advanced by the component's housekeeping)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
