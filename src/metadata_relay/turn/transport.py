@@ -301,7 +301,7 @@ class RelayOpener:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, al: Allocation, even: bool = False) -> UdpRelay | None:
-        for port in self.pool.candidates(even=even):
+        for port in self.pool.candidates(even=even) or ():
             try:
                 sock = _udp_socket(self.family, self.bind_ip, port)
             except OSError:
