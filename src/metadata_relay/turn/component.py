@@ -15,6 +15,7 @@ from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnConfig, TurnServer
 from metadata_relay.turn.transport import (
+    LISTENER_BUFFER,
     RelayOpener,
     TcpConnection,
     UdpListener,
@@ -60,7 +61,7 @@ class TurnComponent:
         server = TurnServer(config, policy, self.opener)
         self.server = server
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
-        sock = _udp_socket(family, listen_ip, s.TURN_PORT)
+        sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
         self.udp, _ = await loop.create_datagram_endpoint(
             lambda: UdpListener(server), sock=sock)
         self.opener.listener = self.udp

@@ -23,18 +23,28 @@ from metadata_relay.turn.server import TurnServer
 
 _CD = struct.Struct("!HH").pack
 SOCKET_BUFFER = 1 << 20
+LISTENER_BUFFER = 8 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 TCP_MAX_BUFFER = 1 << 17
 TCP_WRITE_LIMIT = 1 << 18
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 
-def _udp_socket(family: int, ip: str, port: int) -> socket.socket:
+def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
+    """A non-blocking bound UDP socket with large kernel buffers: beyond net.core.rmem_max
+    when the process may (CAP_NET_ADMIN), else up to it. Small buffers overflow under bursts
+    (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        for force, opt in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                           (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, buffer)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, buffer)
         sock.bind((ip, port))
     except BaseException:
         sock.close()
