@@ -163,3 +163,18 @@ def test_stats_and_metrics_report_turn_counters(tmp_path: Path) -> None:
         finally:
             cl.close()
             peer.close()
+
+
+def test_bandwidth_limit_fires_on_tcp(tmp_path: Path) -> None:
+    with turn_service(tmp_path, env={"TURN_MAX_RATE": "1000"}) as svc:
+        peer = sink()
+        cl = StunClient(turn_port(svc), tcp=True, user="ratelimited-tcp")
+        try:
+            cl.allocate()
+            assert code(cl.peer_request(c.CHANNEL_BIND, peer.getsockname(), 0x4000)) == 200
+            cl.sock.sendall(c.channel_data(0x4000, b"x" * 1000, pad=True) * 200)
+            received = drain(peer, 0.5)
+            assert 60 <= len(received) <= 100
+        finally:
+            cl.close()
+            peer.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
 from tests.unit.turn.harness import PUBLIC_PEER, RELAY_IP, T0, Client, Harness, code, signed
@@ -400,3 +402,17 @@ def test_refresh_by_another_user_on_same_5_tuple_gets_437(h: Harness) -> None:
     mallory = h.client(user="mallory")
     assert code(mallory.request(c.REFRESH, [(c.LIFETIME, c.uint32(0))])) == 437
     assert len(h.server.allocations) == 1
+
+
+@given(data=st.binary(max_size=200), header=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_random_input_never_raises_in_the_state_machine(data: bytes, header: bool) -> None:
+    h = Harness()
+    cl = allocated(h)
+    if header:  # a plausible header so the attribute walk is reached
+        body = data[: len(data) & ~3]
+        data = c.HEADER.pack(c.message_type(c.ALLOCATE, c.REQUEST), len(body),
+                             c.MAGIC_COOKIE, os.urandom(12)) + body
+    h.server.handle(data, cl.key_id, cl.addr, False, T0)
+    h.server.handle(data, ("192.0.2.99", 1), ("192.0.2.99", 1), False, T0)
+    h.server.tick(T0 + 1)
