@@ -4,6 +4,7 @@ imports ``bench/<name>.py`` and calls its ``main(argv)``."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmark {name!r}; known: {', '.join(names)}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"bench.{name}")
-    return int(module.main(argv[1:]) or 0)
+    if inspect.signature(module.main).parameters:
+        return int(module.main(argv[1:]) or 0)
+    sys.argv = [f"bench {name}", *argv[1:]]  # main() that parses sys.argv itself
+    return int(module.main() or 0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ def build_components(runtime: Runtime) -> list[Component]:
     redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
     components: list[Component] = [] if redis is None else [redis]
     components.append(MetadataProxy(settings, runtime.db, redis))
+    if runtime.settings.TURN_ENABLED:
+        from metadata_relay.turn.component import TurnComponent
+
+        components.append(TurnComponent(runtime.settings, runtime.turn_secrets))
     return components
 
 

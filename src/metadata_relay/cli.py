@@ -61,6 +61,42 @@ def serve() -> None:
         sys.exit(1)
 
 
+@app.command("turn-credentials")
+def turn_credentials(
+    user: str = typer.Option("operator", "--user", help="User part of the REST username."),
+    ttl: int | None = typer.Option(None, "--ttl", min=1,
+                                   help="Lifetime in seconds (default TURN_CREDENTIAL_TTL)."),
+) -> None:
+    """Print a TURN REST credential (JSON) signed with the server's TURN secret."""
+    import asyncio
+    import json
+    import time
+
+    from metadata_relay.storage.sqlite import Database
+    from metadata_relay.turn.credentials import rest_credential
+
+    settings = settings_or_exit()
+
+    async def resolve() -> str:
+        db = await Database.open(settings.SQLITE_DB_PATH)
+        try:
+            return await db.secret("TURN_SECRET", settings.TURN_SECRET)
+        finally:
+            await db.close()
+
+    secret = asyncio.run(resolve())
+    lifetime = ttl if ttl is not None else settings.TURN_CREDENTIAL_TTL
+    username, password = rest_credential(secret, user, lifetime, time.time())
+    host = settings.turn_public_ip
+    host = f"[{host}]" if ":" in host else host
+    uris = [settings.TURN_URI] if settings.TURN_URI else [
+        f"turn:{host}:{settings.TURN_PORT}?transport=udp",
+        f"turn:{host}:{settings.TURN_PORT}?transport=tcp",
+    ]
+    typer.echo(json.dumps({"username": username, "password": password, "ttl": lifetime,
+                           "realm": settings.TURN_REALM, "uris": uris}))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,71 @@
+"""One TURN allocation: its relay, permissions, channels, and the hot-path lookup tables.
+
+``out_routes`` (channel number -> peer address) and ``in_routes`` (peer address -> channel
+number) hold only channels whose permission is alive; the state machine rebuilds them on every
+change so the relay path is a dict lookup with no clock reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from metadata_relay.turn.codec import Address
+from metadata_relay.turn.ratelimit import TokenBucket
+
+
+class Relay(Protocol):
+    """The relay socket of an allocation, provided by the I/O edge."""
+
+    port: int
+    sendto: Callable[[bytes, Address], Any]
+
+    def close(self) -> None: ...
+
+
+class Allocation:
+    __slots__ = (
+        "by_in", "by_out", "channels", "client_addr", "client_key", "down", "expires",
+        "in_routes", "key", "last_response", "last_txid", "out_routes", "peer_channels",
+        "perms", "pk_in", "pk_out", "relay", "relay_addr", "restricted", "tcp", "up", "user",
+        "username",
+    )
+
+    def __init__(self, client_key: Hashable, client_addr: Address, tcp: bool, username: str,
+                 user: str, key: bytes, expires: float) -> None:
+        self.client_key = client_key
+        self.client_addr = client_addr
+        self.tcp = tcp
+        self.username = username
+        self.user = user
+        self.key = key
+        self.expires = expires
+        self.relay: Relay | None = None
+        self.relay_addr: Address = ("0.0.0.0", 0)
+        self.perms: dict[str, float] = {}
+        """peer IP -> expiry."""
+        self.restricted: set[str] = set()
+        """Peer IPs permitted only through the own-relay rule (data limited to relay ports)."""
+        self.channels: dict[int, tuple[Address, float]] = {}
+        self.peer_channels: dict[Address, int] = {}
+        self.out_routes: dict[int, Address] = {}
+        self.in_routes: dict[Address, int] = {}
+        self.last_txid = b""
+        self.last_response = b""
+        self.up: TokenBucket | None = None
+        """Client -> peer bandwidth bucket (None: unlimited)."""
+        self.down: TokenBucket | None = None
+        self.pk_out = self.by_out = self.pk_in = self.by_in = 0
+
+    def rebuild_routes(self) -> None:
+        perms = self.perms
+        out: dict[int, Address] = {}
+        inn: dict[Address, int] = {}
+        for number, (peer, _exp) in self.channels.items():
+            if peer[0] in perms:
+                out[number] = peer
+                inn[peer] = number
+        self.out_routes.clear()
+        self.out_routes.update(out)
+        self.in_routes.clear()
+        self.in_routes.update(inn)

@@ -1,0 +1,58 @@
+"""Which peers a client may reach: deny list (on by default), allow list punching holes.
+
+IPv4-mapped (``::ffff:a.b.c.d``) and IPv4-compatible (``::a.b.c.d``) IPv6 addresses are
+unmapped before any check (CVE-2026-27624). A peer equal to one of the server's own relay
+addresses is allowed only on ports inside the relay range (relay-to-relay between two clients
+of this server), even when that address is denied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_COMPAT = ipaddress.ip_network("::/96")
+
+
+def normalise(ip: str) -> IP | None:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address):
+        mapped = addr.ipv4_mapped
+        if mapped is not None:
+            return mapped
+        if addr in _COMPAT and int(addr) > 1:
+            return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr
+
+
+class PeerPolicy:
+    def __init__(self, denied: Iterable[Network], allowed: Iterable[Network] = (),
+                 own_ips: Iterable[str] = (), relay_ports: tuple[int, int] = (0, -1)) -> None:
+        self.denied = tuple(denied)
+        self.allowed = tuple(allowed)
+        self.own = {a for a in (normalise(ip) for ip in own_ips) if a is not None}
+        self.relay_ports = relay_ports
+
+    def permits_ip(self, ip: str) -> bool:
+        """May a permission (any port) be installed for ``ip``?"""
+        addr = normalise(ip)
+        if addr is None:
+            return False
+        if any(addr in net for net in self.allowed if net.version == addr.version):
+            return True
+        return not any(addr in net for net in self.denied if net.version == addr.version)
+
+    def is_own_relay(self, ip: str, port: int) -> bool:
+        addr = normalise(ip)
+        lo, hi = self.relay_ports
+        return addr is not None and addr in self.own and lo <= port <= hi
+
+    def permits(self, ip: str, port: int) -> bool:
+        """May data go to ``(ip, port)``?"""
+        return self.permits_ip(ip) or self.is_own_relay(ip, port)

@@ -1,0 +1,326 @@
+"""asyncio edges of the TURN server: the UDP listener, TCP connections and relay sockets.
+
+These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`; the
+relay hot path (ChannelData in -> one dict lookup -> ``sendto``; peer datagram -> one lookup
+-> ``sendto``/``write``) is inlined here with no per-packet objects besides the byte slices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import time
+from typing import Any
+
+from metadata_relay.turn import codec as c
+from metadata_relay.turn.allocation import Allocation
+from metadata_relay.turn.codec import Address
+from metadata_relay.turn.ports import PortPool
+from metadata_relay.turn.server import TurnServer
+
+_CD = struct.Struct("!HH").pack
+SOCKET_BUFFER = 1 << 20
+LISTENER_BUFFER = 8 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+TCP_MAX_BUFFER = 1 << 17
+TCP_WRITE_LIMIT = 1 << 18
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
+    """A non-blocking bound UDP socket with large kernel buffers: beyond net.core.rmem_max
+    when the process may (CAP_NET_ADMIN), else up to it. Small buffers overflow under bursts
+    (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for force, opt in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                           (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, buffer)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, buffer)
+        sock.bind((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """The STUN/TURN UDP port: clients' STUN messages and ChannelData."""
+
+    def __init__(self, server: TurnServer) -> None:
+        self.server = server
+        self.allocs = server.allocations
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            if data[0] & 0xC0 == 0x40:  # ChannelData: the hot path
+                al = self.allocs.get(addr)
+                if al is None:
+                    return
+                peer = al.out_routes.get(data[0] << 8 | data[1])
+                if peer is None:
+                    return
+                n = data[2] << 8 | data[3]
+                if n + 4 > len(data):
+                    return
+                b = al.up
+                if b is not None:
+                    b.tokens -= n
+                    if b.tokens < 0:
+                        b.tokens += n
+                        return
+                al.pk_out += 1
+                al.by_out += n
+                al.relay.sendto(data[4 : 4 + n], peer)  # type: ignore[union-attr]
+                return
+        except IndexError:
+            return
+        response = self.server.handle(data, addr, addr[:2], False, time.time())
+        if response is not None:
+            self.transport.sendto(response, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
+        pass
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TURN-over-TCP control connection: STUN and padded ChannelData frames."""
+
+    def __init__(self, server: TurnServer, connections: set[TcpConnection]) -> None:
+        self.server = server
+        self.connections = connections
+        self.transport: Any = None
+        self.addr: Address = ("0.0.0.0", 0)
+        self.buf = bytearray()
+        self.idle = 0.0
+        """Seconds without an allocation (advanced by the component's housekeeping)."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.addr = (peer[0], peer[1])
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.server.close_client(self)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        while True:
+            n = c.stream_frame_length(buf, pos)
+            if n is None or end - pos < (n if n > 0 else 0):
+                break
+            if n < 0:
+                self.transport.close()  # not STUN/TURN framing: stop reading garbage
+                buf.clear()
+                return
+            frame = bytes(buf[pos : pos + n])
+            pos += n
+            self._frame(frame)
+        if pos:
+            del buf[:pos]
+        if len(buf) > TCP_MAX_BUFFER:
+            self.transport.close()
+            buf.clear()
+
+    def _frame(self, frame: bytes) -> None:
+        if frame[0] & 0xC0 == 0x40:
+            al = self.server.allocations.get(self)
+            if al is None:
+                return
+            peer = al.out_routes.get(frame[0] << 8 | frame[1])
+            if peer is None:
+                return
+            n = frame[2] << 8 | frame[3]
+            b = al.up
+            if b is not None:
+                b.tokens -= n
+                if b.tokens < 0:
+                    b.tokens += n
+                    return
+            al.pk_out += 1
+            al.by_out += n
+            al.relay.sendto(frame[4 : 4 + n], peer)  # type: ignore[union-attr]
+            return
+        response = self.server.handle(frame, self, self.addr, True, time.time())
+        if response is not None and not self.transport.is_closing():
+            self.transport.write(response)
+
+
+class _RelayProtocol(asyncio.DatagramProtocol):
+    def __init__(self, al: Allocation, policy_check: Any) -> None:
+        self.al = al
+        self.in_routes = al.in_routes
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+    def _indication(self, data: bytes, addr: Any) -> bytes | None:
+        al = self.al
+        if addr[0] not in al.perms:
+            return None
+        return c.data_indication((addr[0], addr[1]), data, random.randbytes(12))
+
+
+class UdpClientRelay(_RelayProtocol):
+    """Relay socket of an allocation whose client is on UDP."""
+
+    def __init__(self, al: Allocation, listener: Any) -> None:
+        super().__init__(al, None)
+        self.client_addr = al.client_addr
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        ch = self.in_routes.get(addr)
+        al = self.al
+        n = len(data)
+        b = al.down
+        if b is not None:
+            b.tokens -= n
+            if b.tokens < 0:
+                b.tokens += n
+                return
+        if ch is not None:
+            al.pk_in += 1
+            al.by_in += n
+            self.listener.sendto(_CD(ch, n) + data, self.client_addr)
+            return
+        frame = self._indication(data, addr)
+        if frame is not None:
+            al.pk_in += 1
+            al.by_in += n
+            self.listener.sendto(frame, self.client_addr)
+
+
+class TcpClientRelay(_RelayProtocol):
+    """Relay socket of an allocation whose client is on TCP (ChannelData padded to 4)."""
+
+    def __init__(self, al: Allocation, stream: Any) -> None:
+        super().__init__(al, None)
+        self.stream = stream
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        stream = self.stream
+        if stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
+            return  # a slow TCP client loses datagrams, as UDP would
+        ch = self.in_routes.get(addr)
+        al = self.al
+        n = len(data)
+        b = al.down
+        if b is not None:
+            b.tokens -= n
+            if b.tokens < 0:
+                b.tokens += n
+                return
+        if ch is not None:
+            al.pk_in += 1
+            al.by_in += n
+            stream.write(_CD(ch, n) + data + _PAD[n & 3])
+            return
+        frame = self._indication(data, addr)
+        if frame is not None:
+            al.pk_in += 1
+            al.by_in += n
+            stream.write(frame)
+
+
+class UdpRelay:
+    """An allocation's relay socket: bound synchronously (so 508 is known at once), attached
+    to the event loop right after."""
+
+    def __init__(self, sock: socket.socket, port: int, pool: PortPool,
+                 protocol: _RelayProtocol, tasks: set[asyncio.Task[None]]) -> None:
+        self.port = port
+        self.sock = sock
+        self.pool = pool
+        self.protocol = protocol
+        self.transport: Any = None
+        self.closed = False
+        self.sendto: Any = self._early_sendto
+        self.tasks = tasks
+        self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._attach())
+        tasks.add(self.task)
+
+    def _early_sendto(self, data: bytes, addr: Address) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendto(data, addr)
+
+    async def _attach(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(lambda: self.protocol,
+                                                               sock=self.sock)
+            if self.closed:
+                transport.close()
+                return
+            self.transport = transport
+            self.sendto = transport.sendto
+        finally:
+            if self.task is not None:
+                self.tasks.discard(self.task)
+            self.task = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sendto = _discard
+        if self.transport is not None:
+            self.transport.close()
+        elif self.task is not None:
+            self.task.cancel()
+            self.sock.close()
+        else:
+            self.sock.close()
+        self.pool.release(self.port)
+
+
+def _discard(data: bytes, addr: Address) -> None:
+    pass
+
+
+class RelayOpener:
+    """Binds a free port of the relay range for a new allocation (``None``: range exhausted)."""
+
+    def __init__(self, bind_ip: str, pool: PortPool) -> None:
+        self.bind_ip = bind_ip
+        self.family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
+        self.pool = pool
+        self.listener: Any = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, al: Allocation, even: bool = False) -> UdpRelay | None:
+        for port in self.pool.candidates(even=even) or ():
+            try:
+                sock = _udp_socket(self.family, self.bind_ip, port)
+            except OSError:
+                continue
+            self.pool.take(port)
+            protocol: _RelayProtocol
+            if al.tcp:
+                protocol = TcpClientRelay(al, al.client_key.transport)  # type: ignore[attr-defined]
+            else:
+                protocol = UdpClientRelay(al, self.listener)
+            return UdpRelay(sock, port, self.pool, protocol, self.tasks)
+        return None

@@ -1,0 +1,121 @@
+"""Credentials, nonces, peer policy, token bucket, port pool."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from metadata_relay.config import load_settings
+from metadata_relay.turn.credentials import (
+    long_term_key,
+    parse_rest_username,
+    rest_credential,
+    rest_password,
+)
+from metadata_relay.turn.nonce import NonceFactory
+from metadata_relay.turn.peers import PeerPolicy
+from metadata_relay.turn.ports import PortPool
+from metadata_relay.turn.ratelimit import TokenBucket
+
+DEFAULT_DENIED = load_settings({}).TURN_DENIED_PEERS
+
+# reference/turn.md 4.2 #29 plus the firefart range-scan list
+DENIED_ADDRESSES = [
+    "127.0.0.1", "127.0.0.8", "127.255.255.254", "0.0.0.0", "::", "::1", "10.0.0.1",
+    "10.255.255.254", "172.16.0.1", "172.31.255.254", "192.168.0.1", "192.168.255.254",
+    "169.254.169.254", "100.64.0.1", "224.0.0.1", "239.255.255.254", "240.0.0.1",
+    "255.255.255.255", "192.0.0.1", "192.0.2.1", "198.51.100.1", "203.0.113.1", "198.18.0.1",
+    "fe80::1", "fc00::1", "64:ff9b::a9fe:a9fe", "2001:db8::1", "2002::1", "ff02::1",
+    "::ffff:127.0.0.1", "::ffff:10.1.2.3", "::ffff:169.254.169.254", "::ffff:0:0",
+    "::127.0.0.1", "::ffff:192.168.1.1",
+]
+
+
+def test_rest_credential_formula_matches_an_independent_computation() -> None:
+    username, password = rest_credential("s3cret", "alice", 3600, now=1_000_000.7)
+    assert username == "1003600:alice"
+    expected = base64.b64encode(
+        hmac.new(b"s3cret", b"1003600:alice", hashlib.sha1).digest()).decode()
+    assert password == expected == rest_password("s3cret", username)
+    assert long_term_key(username, "r", password) == hashlib.md5(
+        f"{username}:r:{password}".encode()).digest()
+
+
+@pytest.mark.parametrize(("username", "parsed"), [
+    ("123:bob", (123, "bob")), ("123", None), ("123:", (123, "")), ("123:a:b", (123, "a:b")),
+    ("abc:bob", None), (":bob", None), ("-1:bob", None), ("", None), ("1" * 13 + ":x", None),
+    ("\u0661\u0662:x", None),
+])
+def test_parse_rest_username(username: str, parsed: tuple[int, str] | None) -> None:
+    assert parse_rest_username(username) == parsed
+
+
+def test_nonce_is_stateless_expires_and_cannot_be_forged() -> None:
+    nonces = NonceFactory(lifetime=600, key=b"k" * 32)
+    n = nonces.issue(1000.0)
+    assert nonces.valid(n, 1000.0)
+    assert nonces.valid(n, 1599.0)
+    assert not nonces.valid(n, 1600.0)  # stale
+    assert not nonces.valid(n, 900.0)  # from the future
+    assert not NonceFactory(600, key=b"x" * 32).valid(n, 1000.0)  # other key
+    forged = f"{2000:08x}" + n[8:]
+    assert not nonces.valid(forged, 2000.0)
+    assert not nonces.valid("", 1000.0)
+    assert not nonces.valid("zz" * 14, 1000.0)
+
+
+@pytest.mark.parametrize("ip", DENIED_ADDRESSES)
+def test_default_deny_list_refuses_private_and_special_addresses(ip: str) -> None:
+    policy = PeerPolicy(DEFAULT_DENIED)
+    assert not policy.permits_ip(ip)
+    assert not policy.permits(ip, 3478)
+
+
+@pytest.mark.parametrize("ip", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses_are_allowed(ip: str) -> None:
+    assert PeerPolicy(DEFAULT_DENIED).permits_ip(ip)
+
+
+def test_allow_list_punches_holes_including_mapped_forms() -> None:
+    import ipaddress
+
+    policy = PeerPolicy(DEFAULT_DENIED, [ipaddress.ip_network("127.0.0.0/8")])
+    assert policy.permits_ip("127.0.0.1")
+    assert policy.permits_ip("::ffff:127.0.0.1")
+    assert not policy.permits_ip("10.0.0.1")
+    assert not policy.permits_ip("not an ip")
+
+
+def test_own_relay_address_is_reachable_only_on_relay_ports() -> None:
+    policy = PeerPolicy(DEFAULT_DENIED, own_ips=["10.0.0.5"], relay_ports=(50000, 50010))
+    assert not policy.permits_ip("10.0.0.5")
+    assert policy.permits("10.0.0.5", 50000)
+    assert policy.permits("::ffff:10.0.0.5", 50010)
+    assert not policy.permits("10.0.0.5", 22)
+    assert not policy.permits("10.0.0.6", 50000)
+
+
+def test_token_bucket_limits_then_refills() -> None:
+    b = TokenBucket(rate=1000, burst=1500, now=0.0)
+    assert b.take(1500)
+    assert not b.take(1)
+    b.refill(0.5)
+    assert b.tokens == pytest.approx(500)
+    assert b.take(500) and not b.take(1)
+    b.refill(100.0)
+    assert b.tokens == 1500  # capped at the burst
+
+
+def test_port_pool_hands_out_each_port_once() -> None:
+    pool = PortPool(50000, 50003)
+    assert pool.size == 4 and len(pool) == 4
+    assert all(p % 2 == 0 for p in pool.candidates(even=True))
+    for p in pool.candidates():
+        pool.take(p)
+    assert pool.candidates() == []
+    pool.release(50001)
+    pool.release(1)  # outside the range: ignored
+    assert pool.candidates() == [50001]
