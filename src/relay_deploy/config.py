@@ -231,6 +231,10 @@ def parse_config(raw: Any, path: Path) -> DeployConfig:
         ssh_port = port_raw
     advanced = _load_advanced(raw.get("advanced"), problems)
 
+    for key in ("ssh_public_key_path", "ssh_private_key_path"):
+        if "\x00" in (values[key] or ""):
+            problems.append(f"{key}: contains a NUL character; give a file path")
+            values[key] = ""
     pub = Path(os.path.expanduser(values["ssh_public_key_path"] or "~/.ssh/id_ed25519.pub"))
     if not pub.is_absolute():
         pub = (path.parent / pub).resolve()
