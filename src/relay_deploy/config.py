@@ -30,8 +30,14 @@ class ConfigError(Exception):
     """The config cannot be used; ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
+        # one line each, whatever the user's values contain (paths with newlines, ...)
+        problems = [_one_line(p) for p in problems]
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
