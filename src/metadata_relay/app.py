@@ -23,11 +23,15 @@ log = get_logger("metadata_relay.app")
 
 def build_components(runtime: Runtime) -> list[Component]:
     """Every component, in start order."""
-    return []
+    from metadata_relay.pairing.component import PairingComponent
+
+    return [PairingComponent(runtime)]
 
 
 def build_routes() -> list[BaseRoute]:
-    return [*status.routes]
+    from metadata_relay.pairing.routes import routes as pairing_routes
+
+    return [*status.routes, *pairing_routes]
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

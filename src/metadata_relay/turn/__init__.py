@@ -1,0 +1,1 @@
+"""Integrated STUN/TURN server."""
