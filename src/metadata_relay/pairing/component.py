@@ -38,6 +38,9 @@ class PairingComponent:
         self._cleanup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if not isinstance(self.hub, RedisHub):
+            # Single replica: no socket survived the restart; instances re-register.
+            await self.store.all_offline()
         await self.hub.start()
         self._cleanup = asyncio.get_running_loop().create_task(
             run_forever(self.service, self.store))

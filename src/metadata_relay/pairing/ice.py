@@ -7,6 +7,8 @@ from typing import Any
 from metadata_relay.config import Settings
 from metadata_relay.turn.credentials import rest_credential
 
+FALLBACK_STUN = "stun:stun.l.google.com:19302"
+
 
 class IceServers:
     """Builds ``ice_servers`` lists from the TURN settings (resolved once)."""
@@ -32,6 +34,9 @@ class IceServers:
                 self._stun = {"urls": f"stun:{hostport}"} if scheme == "turn" else None
         elif settings.TURN_ENABLED:
             self._turn_urls = [f"turn:{local}", f"turn:{local}?transport=tcp"]
+        else:
+            # No TURN anywhere: only a public STUN server (what mydia falls back to anyway).
+            self._stun = {"urls": FALLBACK_STUN}
 
     def for_session(self, session_id: str, now: float) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = []

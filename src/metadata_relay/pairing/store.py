@@ -147,6 +147,9 @@ class PairingStore:
             "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE instance_id = ?",
             (instance_id,))
 
+    async def all_offline(self) -> None:
+        await self.db.execute("UPDATE relay_instances SET online = 0 WHERE online = 1")
+
     async def create_claim(self, instance_id: str, code: str, user_id: str,
                            expires_at: float) -> Claim | None:
         """None when the code is taken (caller draws another) or the instance is unknown."""

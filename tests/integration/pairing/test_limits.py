@@ -136,6 +136,7 @@ async def test_client_message_rate_limit_closes_1008(relay: Relay) -> None:
     player = await relay.client()
     await send(player, {"type": "connect", "instance_id": "flood"})
     await recv(player)
+    assert (await recv(inst))["type"] == "connection"
     frame = '{"type":"message","payload":"aGk="}'
     sent = 0
     try:
@@ -148,4 +149,9 @@ async def test_client_message_rate_limit_closes_1008(relay: Relay) -> None:
     except websockets.ConnectionClosed:
         pass
     assert player.close_code == 1008
+    # the instance got the burst, not the flood, then session_closed
+    relayed = 0
+    while (await recv(inst))["type"] == "relay_message":
+        relayed += 1
+    assert 0 < relayed < sent
     await inst.close()
