@@ -117,7 +117,7 @@ class RedisHub(LocalHub):
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self._del_if_mine = self.redis.register_script(_DEL_IF_MINE)
         try:
-            await self.pubsub.subscribe(f"pairing:replica:{self.replica}")
+            await self._resync()
             self._ok = True
         except Exception as exc:
             log.warning("redis_unavailable", error=type(exc).__name__)
@@ -143,8 +143,8 @@ class RedisHub(LocalHub):
         backoff = 0.1
         while True:
             try:
-                if not self.pubsub.subscribed:
-                    await self.pubsub.subscribe(f"pairing:replica:{self.replica}")
+                if not self._ok:
+                    await self._resync()
                 self._ok = True
                 backoff = 0.1
                 while True:
@@ -159,6 +159,19 @@ class RedisHub(LocalHub):
                 self._ok = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _resync(self) -> None:
+        """After Redis was unreachable: re-subscribe every local socket, re-announce presence."""
+        channels = [f"pairing:replica:{self.replica}"]
+        channels += [f"pairing:i:{iid}" for iid in self.instances]
+        channels += [f"pairing:s:{sid}" for sid in self.sessions]
+        await self.pubsub.subscribe(*channels)
+        if self.instances:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for iid in self.instances:
+                    pipe.set(f"pairing:presence:{iid}", self.replica, ex=PRESENCE_TTL)
+                await pipe.execute()
+        log.info("redis_connected", instances=len(self.instances), sessions=len(self.sessions))
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         ch = channel.decode()

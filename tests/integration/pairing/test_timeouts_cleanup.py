@@ -53,7 +53,7 @@ async def test_heartbeat_and_idle_timeouts(tmp_path: Path) -> None:
         # silence closes them; the instance goes offline
         assert await closed(inst) == 1000
         assert await closed(player) == 1000
-        status, info, _ = await relay.request("GET", "/relay/instances/hb/connect")
+        _, info, _ = await relay.request("GET", "/relay/instances/hb/connect")
         assert info["online"] is False
 
 
