@@ -1,0 +1,265 @@
+"""W1 relay throughput and latency (spec/benchmarks.md).
+
+Throughput: N instance/client pairs (N = 100, 1000) exchange 1 KiB ``message`` /
+``relay_message`` frames in a closed loop (window of 4 per pair; the instance answers every
+frame), against a bare ``websockets`` echo server with 2N connections doing the same. Figure:
+messages the server received and forwarded per second; rounds interleaved relay, echo, relay,
+echo, ...; median of the rounds.
+
+Latency: 1,000 pairs x 10 msg/s (5/s each direction, random phase), one-way latency from a
+timestamp in the payload (both ends live in this process: one clock).
+
+``uv run python -m bench w1 [--rounds 3] [--seconds 4] [--pairs 100,1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from bench._pairing import (
+    cpu_seconds,
+    free_port,
+    gather_limited,
+    open_ws,
+    percentile,
+    register,
+    service,
+    uvloop_run,
+    write,
+)
+
+WINDOW = 4
+PAYLOAD = base64.b64encode(b"\x00" * 1024).decode()
+
+
+class Pairs:
+    def __init__(self) -> None:
+        self.instances: list[websockets.ClientConnection] = []
+        self.clients: list[websockets.ClientConnection] = []
+        self.sessions: list[str] = []
+
+    @classmethod
+    async def open(cls, url: str, n: int, tag: str) -> Pairs:
+        ws_base = url.replace("http://", "ws://")
+        self = cls()
+        self.instances = await gather_limited(
+            [register(ws_base, f"w1-{tag}-{i}") for i in range(n)], 100)
+
+        async def client(i: int) -> websockets.ClientConnection:
+            ws = await open_ws(ws_base + "/relay/client/websocket")
+            await ws.send(json.dumps({"type": "connect", "instance_id": f"w1-{tag}-{i}"}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "connected", reply
+            return ws
+
+        self.clients = await gather_limited([client(i) for i in range(n)], 100)
+        for inst in self.instances:
+            conn = json.loads(await inst.recv())
+            assert conn["type"] == "connection"
+            self.sessions.append(conn["session_id"])
+        return self
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self.instances + self.clients),
+                             return_exceptions=True)
+
+
+async def closed_loop(sender: websockets.ClientConnection, frame: str,
+                      stop: asyncio.Event, counter: list[int]) -> None:
+    for _ in range(WINDOW):
+        await sender.send(frame)
+    while not stop.is_set():
+        await sender.recv()
+        counter[0] += 1
+        await sender.send(frame)
+
+
+async def instance_echo(inst: websockets.ClientConnection, reply: str,
+                        stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await inst.recv()
+        await inst.send(reply)
+
+
+async def drain(ws: websockets.ClientConnection) -> None:
+    """Consume frames left in flight after a round (up to a short quiet period)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 0.5)
+    except (TimeoutError, websockets.ConnectionClosed):
+        pass
+
+
+async def measure(tasks_factory: Any, counter: list[int], seconds: float,
+                  pid: int | None) -> tuple[float, float | None]:
+    stop = asyncio.Event()
+    tasks = tasks_factory(stop)
+    await asyncio.sleep(1.0)  # warm-up
+    c0, t0 = counter[0], time.perf_counter()
+    cpu0 = cpu_seconds(pid) if pid else None
+    await asyncio.sleep(seconds)
+    c1, t1 = counter[0], time.perf_counter()
+    cpu = (cpu_seconds(pid) - cpu0) if pid and cpu0 is not None else None
+    stop.set()
+    await asyncio.sleep(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return (c1 - c0) / (t1 - t0), cpu
+
+
+async def relay_round(pairs: Pairs, seconds: float, pid: int) -> tuple[float, float | None]:
+    counter = [0]
+    frame = json.dumps({"type": "message", "payload": PAYLOAD})
+
+    def factory(stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = []
+        for inst, client, sid in zip(pairs.instances, pairs.clients, pairs.sessions,
+                                     strict=True):
+            reply = json.dumps({"type": "relay_message", "session_id": sid, "payload": PAYLOAD})
+            tasks.append(asyncio.create_task(instance_echo(inst, reply, stop)))
+            tasks.append(asyncio.create_task(closed_loop(client, frame, stop, counter)))
+        return tasks
+
+    rate, cpu = await measure(factory, counter, seconds, pid)
+    await asyncio.gather(*(drain(w) for w in pairs.instances + pairs.clients))
+    return rate * 2, cpu  # each round trip is two relayed messages
+
+
+async def echo_round(conns: list[websockets.ClientConnection], seconds: float,
+                     pid: int) -> tuple[float, float | None]:
+    counter = [0]
+    frame = json.dumps({"type": "message", "payload": PAYLOAD})
+
+    def factory(stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(closed_loop(c, frame, stop, counter)) for c in conns]
+
+    rate, cpu = await measure(factory, counter, seconds, pid)
+    await asyncio.gather(*(drain(c) for c in conns))
+    return rate, cpu
+
+
+async def latency(pairs: Pairs, seconds: float, rate_per_pair: float) -> dict[str, float]:
+    one_way: list[float] = []
+    stop = asyncio.Event()
+    interval = 2.0 / rate_per_pair  # each direction sends half the pair's rate
+
+    def stamped() -> str:
+        stamp = f"{time.perf_counter():.9f}".encode().ljust(1024, b" ")
+        return base64.b64encode(stamp).decode()
+
+    async def sender(ws: websockets.ClientConnection, make: Any) -> None:
+        await asyncio.sleep(random.random() * interval)
+        nxt = time.perf_counter()
+        while not stop.is_set():
+            await ws.send(make())
+            nxt += interval
+            await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+
+    async def receiver(ws: websockets.ClientConnection) -> None:
+        while True:
+            raw = await ws.recv()
+            now = time.perf_counter()
+            msg = json.loads(raw)
+            if "payload" in msg:
+                sent = float(base64.b64decode(msg["payload"])[:24].decode().strip())
+                if not stop.is_set():
+                    one_way.append(now - sent)
+
+    tasks = []
+    for inst, client, sid in zip(pairs.instances, pairs.clients, pairs.sessions, strict=True):
+        tasks.append(asyncio.create_task(sender(
+            client, lambda: json.dumps({"type": "message", "payload": stamped()}))))
+        tasks.append(asyncio.create_task(sender(
+            inst, lambda sid=sid: json.dumps({"type": "relay_message", "session_id": sid,
+                                              "payload": stamped()}))))
+        tasks.append(asyncio.create_task(receiver(inst)))
+        tasks.append(asyncio.create_task(receiver(client)))
+    await asyncio.sleep(1.0)
+    one_way.clear()
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.sleep(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    ms = [x * 1000 for x in one_way]
+    return {"messages": len(ms), "achieved_msg_per_s": len(ms) / seconds,
+            "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+            "max_ms": max(ms) if ms else float("nan")}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"throughput": {}, "latency": None}
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, "-m", "bench._echo", str(echo_port)],
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE)
+    try:
+        assert echo.stdout is not None
+        echo.stdout.readline()
+        with service() as (url, proc):
+            for n in args.pairs:
+                pairs = await Pairs.open(url, n, f"n{n}")
+                conns = await gather_limited(
+                    [open_ws(f"ws://127.0.0.1:{echo_port}/") for _ in range(2 * n)], 100)
+                rows = []
+                for r in range(args.rounds):
+                    relay, relay_cpu = await relay_round(pairs, args.seconds, proc.pid)
+                    ref, ref_cpu = await echo_round(conns, args.seconds, echo.pid)
+                    rows.append({"round": r + 1, "relay_msg_s": round(relay),
+                                 "echo_msg_s": round(ref), "ratio": round(relay / ref, 3),
+                                 "relay_server_cpu_s": relay_cpu, "echo_server_cpu_s": ref_cpu})
+                    print(f"  N={n} round {r + 1}: relay {relay:,.0f} msg/s, "
+                          f"echo {ref:,.0f} msg/s, ratio {relay / ref:.2f}", flush=True)
+                results["throughput"][str(n)] = {
+                    "rounds": rows,
+                    "median_relay_msg_s": statistics.median(x["relay_msg_s"] for x in rows),
+                    "median_echo_msg_s": statistics.median(x["echo_msg_s"] for x in rows),
+                    "median_ratio": statistics.median(x["ratio"] for x in rows),
+                }
+                await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+                if n == args.latency_pairs:
+                    results["latency"] = {"pairs": n, "rate_per_pair": args.rate,
+                                          **await latency(pairs, args.seconds * 2, args.rate)}
+                await pairs.close()
+            if results["latency"] is None:
+                pairs = await Pairs.open(url, args.latency_pairs, "lat")
+                results["latency"] = {"pairs": args.latency_pairs, "rate_per_pair": args.rate,
+                                      **await latency(pairs, args.seconds * 2, args.rate)}
+                await pairs.close()
+    finally:
+        echo.terminate()
+        echo.wait(10)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--pairs", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
+    p.add_argument("--latency-pairs", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=10.0, help="messages/s per pair (latency)")
+    args = p.parse_args()
+    results = uvloop_run(run(args))
+    write("w1", results)
+    for n, t in results["throughput"].items():
+        print(f"W1 throughput N={n}: relay {t['median_relay_msg_s']:,.0f} msg/s, "
+              f"echo {t['median_echo_msg_s']:,.0f} msg/s, ratio {t['median_ratio']:.2f} "
+              f"(target >= 0.5)")
+    lat = results["latency"]
+    print(f"W1 latency {lat['pairs']} pairs x {lat['rate_per_pair']:g} msg/s: one-way p50 "
+          f"{lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (target < 5 ms), "
+          f"achieved {lat['achieved_msg_per_s']:,.0f} msg/s")
