@@ -15,6 +15,8 @@ from metadata_relay.pairing.service import WS_FRAMES, Redemption
 from metadata_relay.pairing.store import Instance
 from metadata_relay.pairing.wsbase import RelaySocket, service_of
 
+_RELAYED = WS_FRAMES.labels("client", "relayed")
+
 
 class ClientSocket(RelaySocket):
     kind = "client"
@@ -78,12 +80,11 @@ class ClientSocket(RelaySocket):
             if not protocol.b64_payload(payload):
                 WS_FRAMES.labels(self.kind, "rejected").inc()
                 return
-            out = dumps({"type": "relay_message", "session_id": self.session_id,
-                         "payload": payload})
+            out = protocol.relay_message_frame(self.session_id, payload)
         else:
             out = dumps({"type": kind, "session_id": self.session_id, "payload": payload})
         if await self.svc.hub.to_instance(iid, out):
-            WS_FRAMES.labels(self.kind, "relayed").inc()
+            _RELAYED.inc()
         else:
             WS_FRAMES.labels(self.kind, "undeliverable").inc()
             self.send_text(protocol.INSTANCE_OFFLINE)

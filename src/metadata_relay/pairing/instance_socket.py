@@ -18,6 +18,9 @@ from metadata_relay.pairing.wsbase import RelaySocket, service_of
 log = get_logger("metadata_relay.pairing.instance_socket")
 
 
+_RELAYED = WS_FRAMES.labels("instance", "relayed")
+
+
 class InstanceSocket(RelaySocket):
     kind = "instance"
 
@@ -146,11 +149,11 @@ class InstanceSocket(RelaySocket):
             if not protocol.b64_payload(payload):
                 WS_FRAMES.labels(self.kind, "rejected").inc()
                 return
-            out = dumps({"type": "message", "payload": payload})
+            out = protocol.message_frame(payload)
         else:
             out = dumps({"type": kind, "payload": payload})
         if await self.svc.hub.to_session(sid, iid, out):
-            WS_FRAMES.labels(self.kind, "relayed").inc()
+            _RELAYED.inc()
         else:
             WS_FRAMES.labels(self.kind, "undeliverable").inc()
             self.send_text(protocol.error("Unknown session", "session_not_found",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,3 +88,14 @@ def test_ice_servers_variants() -> None:
                                         "TURN_URI": "turn:coturn.example:3478"}), "sec")
     ice = ext_off.for_session("S", 0.0)
     assert ice[0]["username"] == "86400:S" and ice[1] == {"urls": "stun:coturn.example:3478"}
+
+
+def test_b64_payload_is_json_safe() -> None:
+    good = base64.b64encode(bytes(range(256))).decode()
+    assert protocol.b64_payload(good) and protocol.b64_payload("")
+    assert protocol.b64_payload(base64.urlsafe_b64encode(b"\xff\xfe").decode())
+    for bad in ('a"b', "a\\b", "ab\n", "é", None, 5, ["x"], "a=b"):
+        assert not protocol.b64_payload(bad)
+    frame = protocol.relay_message_frame("sid", good)
+    assert json.loads(frame) == {"type": "relay_message", "session_id": "sid", "payload": good}
+    assert json.loads(protocol.message_frame(good)) == {"type": "message", "payload": good}
