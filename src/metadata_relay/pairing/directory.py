@@ -97,7 +97,7 @@ class SharedDirectory(Directory):
             inst = await self.get_instance(instance_id)  # registered on another replica
             if inst is None:
                 return None
-            await super().save_instance(inst, now=expires_at - 1)
+            await super().save_instance(inst, time.time())
         claim = await super().create_claim(instance_id, code, user_id, expires_at)
         if claim is None:
             return None

@@ -21,7 +21,6 @@ class PairingLimits:
     send_queue_bytes: int = 1024 * 1024
     session_msg_rate: float = 500.0
     session_msg_burst: float = 1000.0
-    max_sessions_per_instance: int = 10_000
     # housekeeping
     cleanup_interval: float = 300.0
     offline_after: float = 120.0

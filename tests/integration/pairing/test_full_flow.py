@@ -118,7 +118,24 @@ async def test_complete_pairing_flow(relay: Relay, relay_proc) -> None:
     closed = await recv_type(inst, "session_closed")
     assert closed == {"type": "session_closed", "session_id": sid}
     await again.close()
+
+    # update_urls over the socket is stored
+    await send(inst, {"type": "update_urls", "direct_urls": ["https://192.168.1.11:4443"]})
+    await roundtrip(inst)
+    status, info, _ = await relay.request("GET", "/relay/instances/mydia-flow/connect")
+    assert info["direct_urls"] == ["https://192.168.1.11:4443"]
     await inst.close()
+
+    # codes and secrets never reach the logs
+    log = relay_proc.log()
+    assert code not in log and TURN_SECRET not in log
+    assert connected["ice_servers"][0]["credential"] not in log
+
+
+async def test_client_socket_accepts_any_origin(relay: Relay) -> None:
+    ws = await relay.client(origin="https://some-other-site.example")
+    await roundtrip(ws)
+    await ws.close()
 
 
 async def test_rest_flow_with_tokens_and_consume_route(relay: Relay) -> None:
