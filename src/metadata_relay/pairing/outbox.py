@@ -51,6 +51,7 @@ class Outbox:
             # The peer went away (ClientDisconnected/OSError): the receive loop sees it too.
             self.closing = True
             queue.clear()
+            self.pending = 0
         finally:
             self._writer = None
 
@@ -64,6 +65,7 @@ class Outbox:
         self.closing = True
         if code == CLOSE_POLICY:
             self._queue.clear()
+            self.pending = 0
             if self._writer is not None:
                 self._writer.cancel()
                 self._writer = None
