@@ -24,7 +24,8 @@ from tests.tools import free_port, free_tcp_udp_port
 
 @asynccontextmanager
 async def serve_inproc(tmp_path: Path, limits: PairingLimits,
-                       env: dict[str, str] | None = None) -> AsyncIterator[tuple[str, Path]]:
+                       env: dict[str, str] | None = None,
+                       ws: str = "websockets") -> AsyncIterator[tuple[str, Path]]:
     db_path = tmp_path / "inproc.db"
     settings = load_settings({
         "SQLITE_DB_PATH": str(db_path), "TURN_PUBLIC_IP": "127.0.0.1",
@@ -47,7 +48,7 @@ async def serve_inproc(tmp_path: Path, limits: PairingLimits,
 
     app = Starlette(routes=[*status.routes, *pairing_routes], lifespan=lifespan)
     port = free_port()
-    config = uvicorn.Config(EdgeMiddleware(app), host="127.0.0.1", port=port, ws="websockets",
+    config = uvicorn.Config(EdgeMiddleware(app), host="127.0.0.1", port=port, ws=ws,  # type: ignore[arg-type]
                             ws_max_size=64 * 1024, lifespan="on", log_config=None,
                             access_log=False)
     server = uvicorn.Server(config)
