@@ -149,3 +149,12 @@ def uvloop_run(coro: Any) -> Any:
         return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+
+
+async def keepalive(instances: list[websockets.ClientConnection], every: float = 20.0) -> None:
+    """Ping instance sockets as mydia does (the relay closes them after 60 s of silence)."""
+    while True:
+        await asyncio.sleep(every)
+        for ws in instances:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send('{"type":"ping"}')

@@ -31,6 +31,7 @@ from bench._pairing import (
     cpu_seconds,
     free_port,
     gather_limited,
+    keepalive,
     open_ws,
     percentile,
     register,
@@ -88,7 +89,9 @@ async def closed_loop(sender: websockets.ClientConnection, frame: str,
 async def instance_echo(inst: websockets.ClientConnection, reply: str,
                         stop: asyncio.Event) -> None:
     while not stop.is_set():
-        await inst.recv()
+        raw = await inst.recv()
+        if isinstance(raw, str) and raw.startswith('{"type":"pong"'):
+            continue
         await inst.send(reply)
 
 
@@ -244,6 +247,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with service() as (url, proc):
             for n in args.pairs:
                 pairs = await Pairs.open(url, n, f"n{n}")
+                pinger = asyncio.create_task(keepalive(pairs.instances))
                 conns = await gather_limited(
                     [open_ws(f"ws://127.0.0.1:{echo_port}/") for _ in range(2 * n)], 100)
                 rows = []
@@ -265,11 +269,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if n == args.latency_pairs:
                     results["latency"] = {"pairs": n, "sweep": await latency_sweep(
                         pairs, args.seconds * 2, args.rates, proc.pid)}
+                pinger.cancel()
                 await pairs.close()
             if results["latency"] is None:
                 pairs = await Pairs.open(url, args.latency_pairs, "lat")
+                pinger = asyncio.create_task(keepalive(pairs.instances))
                 results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
                     pairs, args.seconds * 2, args.rates, proc.pid)}
+                pinger.cancel()
                 await pairs.close()
     finally:
         echo.terminate()

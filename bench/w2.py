@@ -17,7 +17,16 @@ from typing import Any
 
 import websockets
 
-from bench._pairing import gather_limited, open_ws, register, rss_kb, service, uvloop_run, write
+from bench._pairing import (
+    gather_limited,
+    keepalive,
+    open_ws,
+    register,
+    rss_kb,
+    service,
+    uvloop_run,
+    write,
+)
 
 
 async def settle(pid: int) -> int:
@@ -46,11 +55,13 @@ async def variant(n: int, connect: bool) -> dict[str, Any]:
             return ws
 
         drainer = asyncio.create_task(_drain(inst))
+        pinger = asyncio.create_task(keepalive([inst]))
         socks = await gather_limited([one() for _ in range(n)], 200)
         gc.collect()
         after = await settle(proc.pid)
         per = (after - base) / n
         drainer.cancel()
+        pinger.cancel()
         for i in range(0, len(socks), 500):
             await asyncio.gather(*(s.close() for s in socks[i:i + 500]), return_exceptions=True)
         await asyncio.gather(*(w.close() for w in warm), inst.close(), return_exceptions=True)
