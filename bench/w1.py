@@ -254,16 +254,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for r in range(args.rounds):
                     relay, relay_cpu = await relay_round(pairs, args.seconds, proc.pid)
                     ref, ref_cpu = await echo_round(conns, args.seconds, echo.pid)
+                    relay_us = 1e6 * (relay_cpu or 0) / (relay * args.seconds)
+                    echo_us = 1e6 * (ref_cpu or 0) / (ref * args.seconds)
                     rows.append({"round": r + 1, "relay_msg_s": round(relay),
                                  "echo_msg_s": round(ref), "ratio": round(relay / ref, 3),
-                                 "relay_server_cpu_s": relay_cpu, "echo_server_cpu_s": ref_cpu})
+                                 "relay_server_cpu_s": relay_cpu, "echo_server_cpu_s": ref_cpu,
+                                 "relay_cpu_us_per_msg": round(relay_us, 1),
+                                 "echo_cpu_us_per_msg": round(echo_us, 1)})
                     print(f"  N={n} round {r + 1}: relay {relay:,.0f} msg/s, "
-                          f"echo {ref:,.0f} msg/s, ratio {relay / ref:.2f}", flush=True)
+                          f"echo {ref:,.0f} msg/s, ratio {relay / ref:.2f}; server CPU per "
+                          f"message: relay {relay_us:.0f} us, echo {echo_us:.0f} us", flush=True)
                 results["throughput"][str(n)] = {
                     "rounds": rows,
                     "median_relay_msg_s": statistics.median(x["relay_msg_s"] for x in rows),
                     "median_echo_msg_s": statistics.median(x["echo_msg_s"] for x in rows),
                     "median_ratio": statistics.median(x["ratio"] for x in rows),
+                    "median_relay_cpu_us_per_msg": statistics.median(
+                        x["relay_cpu_us_per_msg"] for x in rows),
+                    "median_echo_cpu_us_per_msg": statistics.median(
+                        x["echo_cpu_us_per_msg"] for x in rows),
                 }
                 await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
                 if n == args.latency_pairs:
@@ -298,7 +307,9 @@ def main() -> None:
     for n, t in results["throughput"].items():
         print(f"W1 throughput N={n}: relay {t['median_relay_msg_s']:,.0f} msg/s, "
               f"echo {t['median_echo_msg_s']:,.0f} msg/s, ratio {t['median_ratio']:.2f} "
-              f"(target >= 0.5)")
+              f"(target >= 0.5); server CPU per message relay "
+              f"{t['median_relay_cpu_us_per_msg']:.0f} us, "
+              f"echo {t['median_echo_cpu_us_per_msg']:.0f} us")
     lat = results["latency"]
     for row in lat["sweep"]:
         print(f"W1 latency {lat['pairs']} pairs x {row['rate_per_pair']:g} msg/s: one-way p50 "
