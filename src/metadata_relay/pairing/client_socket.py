@@ -9,6 +9,7 @@ from starlette.types import Receive, Scope, Send
 
 from metadata_relay.http_edge import client_ip
 from metadata_relay.pairing import protocol
+from metadata_relay.pairing.outbox import spawn
 from metadata_relay.pairing.protocol import dumps
 from metadata_relay.pairing.ratelimit import TokenBucket, retry_after_header
 from metadata_relay.pairing.service import WS_FRAMES, Redemption
@@ -28,6 +29,7 @@ class ClientSocket(RelaySocket):
         self.session_id = protocol.new_session_id()
         self.instance_id: str | None = None
         self.attached = False
+        self.left = False
         now = self.loop.time()
         self.inbound = TokenBucket(limits.session_msg_rate, limits.session_msg_burst, now)
         self.outbound = TokenBucket(limits.session_msg_rate, limits.session_msg_burst, now)
@@ -155,11 +157,24 @@ class ClientSocket(RelaySocket):
     def _session_closed(self) -> str:
         return dumps({"type": "session_closed", "session_id": self.session_id})
 
-    async def on_closed(self) -> None:
+    def _closing(self, code: int) -> None:
+        super()._closing(code)
+        if code == 1008:
+            # Closed for policy (slow consumer, flood): the session ends now, not when the
+            # peer finally completes the closing handshake.
+            spawn(self._leave())
+
+    async def _leave(self) -> None:
+        if self.left:
+            return
+        self.left = True
         if self.attached:
             await self.svc.hub.detach_session(self)
         if self.instance_id is not None:
             await self.svc.hub.to_instance(self.instance_id, self._session_closed())
+
+    async def on_closed(self) -> None:
+        await self._leave()
 
 
 class ClientSocketApp:

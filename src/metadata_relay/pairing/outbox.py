@@ -6,12 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.types import Send
 
 CLOSE_POLICY = 1008
+
+# Fire-and-forget tasks (closing handshakes, session teardown) are kept referenced here
+# until they finish, so the garbage collector cannot drop them mid-flight.
+_background: set[asyncio.Task[None]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class Outbox:
@@ -70,7 +80,7 @@ class Outbox:
                 self._writer.cancel()
                 self._writer = None
         self._on_close(code)
-        asyncio.get_running_loop().create_task(self._close(code, reason, final))
+        spawn(self._close(code, reason, final))
 
     async def _close(self, code: int, reason: str, final: str | None) -> None:
         writer = self._writer

@@ -11,6 +11,8 @@ from metadata_relay.observability import WEBSOCKETS_OPEN
 from metadata_relay.pairing.outbox import Outbox
 from metadata_relay.pairing.service import WS_FRAMES, PairingService
 
+YIELD_AFTER = 16 * 1024
+
 
 def service_of(scope: Scope) -> PairingService:
     svc: PairingService = scope["app"].state.runtime.components["pairing"].service
@@ -80,6 +82,10 @@ class RelaySocket:
                     WS_FRAMES.labels(self.kind, "binary_ignored").inc()
                     continue
                 await self.on_text(text)
+                if len(text) > YIELD_AFTER:
+                    # Frames already buffered are returned without suspending: let writers
+                    # run, so a burst of large frames is not mistaken for a slow consumer.
+                    await asyncio.sleep(0)
         finally:
             WEBSOCKETS_OPEN.labels(self.kind).dec()
             if self._timer is not None:

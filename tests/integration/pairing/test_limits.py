@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 
 import websockets
 
@@ -19,6 +18,7 @@ from tests.integration.pairing.helpers import (
     roundtrip,
     send,
 )
+from tests.integration.pairing.rawclient import RawClient
 
 
 def check_429(status: int, body: dict, headers: dict) -> None:
@@ -101,40 +101,49 @@ async def test_global_failed_redemption_budget(relay: Relay) -> None:
 
 async def test_slow_consumer_closed_with_1008(relay: Relay) -> None:
     inst = await register_ws(relay, "slow", new_key())
-    # the player's kernel receive buffer is tiny and it never reads
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", int(relay.url.rsplit(":", 1)[1])))
-    player = await websockets.connect(relay.ws_url + "/relay/client/websocket", sock=sock,
-                                      max_queue=1, additional_headers={
-                                          "x-forwarded-for": fresh_ip()})
-    await send(player, {"type": "connect", "instance_id": "slow"})
+    # a player that stops reading (tiny kernel buffer, nothing read after connect)
+    player = await RawClient.connect(relay.ws_url + "/relay/client/websocket",
+                                     {"x-forwarded-for": fresh_ip()})
+    await player.send({"type": "connect", "instance_id": "slow"})
     sid = (await recv(inst))["session_id"]
     payload = base64.b64encode(b"x" * 45_000).decode()
     frame = {"type": "relay_message", "session_id": sid, "payload": payload}
-    for _ in range(250):  # ~15 MB: kernel buffers + 1 MiB queue overflow
+    # paced (not a burst): kernel buffers fill, then the relay's 1 MiB queue overflows
+    seen: set[str] = set()
+    for i in range(250):  # up to 15 MB
         await send(inst, frame)
-    # everything sent has been processed once the pong is back; session_closed may come
-    # before it (close frame queued at once) or after the player drained (close handshake)
-    await send(inst, {"type": "ping"})
-    seen = set()
-    while "pong" not in seen:
-        seen.add((await recv(inst))["type"])
-    # draining now: some messages, then the relay's 1008 close
-    received = 0
-    try:
-        while True:
-            await asyncio.wait_for(player.recv(), 10)
-            received += 1
-    except websockets.ConnectionClosed:
-        pass
-    assert player.close_code == 1008
-    assert received < 250
-    # the instance is unaffected and is told the session closed
-    if "session_closed" not in seen:
-        closed = await recv_type(inst, "session_closed")
-        assert closed["session_id"] == sid
+        if i % 10 == 9:
+            await send(inst, {"type": "ping"})
+            while True:
+                kind = (await recv(inst))["type"]
+                seen.add(kind)
+                if kind == "pong":
+                    break
+            if "session_closed" in seen:
+                break
+    assert "session_closed" in seen  # the instance is told, and keeps working
     await roundtrip(inst)
+    # the player finally reads: what was in flight, then the 1008 close
+    received, code = await player.read_until_close()
+    assert code == 1008
+    assert received < 250
+    player.close()
+    await inst.close()
+
+
+async def test_large_burst_to_a_reading_client_is_delivered(relay: Relay) -> None:
+    """1.5 MB sent at once to a client that reads is not mistaken for a slow consumer."""
+    inst = await register_ws(relay, "burst", new_key())
+    player = await relay.client()
+    await send(player, {"type": "connect", "instance_id": "burst"})
+    await recv(player)
+    sid = (await recv(inst))["session_id"]
+    payload = base64.b64encode(b"y" * 45_000).decode()
+    for _ in range(25):
+        await send(inst, {"type": "relay_message", "session_id": sid, "payload": payload})
+    for _ in range(25):
+        assert (await recv(player))["payload"] == payload
+    await player.close()
     await inst.close()
 
 
