@@ -96,7 +96,7 @@ class ClientSocket(RelaySocket):
         ip = client_ip(self.scope, svc.settings.TRUSTED_PROXIES)
         redemption: Redemption | None = None
         if "claim_code" in msg:
-            wait = svc.redeem_gate(ip)
+            wait = await svc.redeem_gate(ip)
             if wait:
                 self.send_text(protocol.rate_limited(retry_after_header(wait)))
                 return

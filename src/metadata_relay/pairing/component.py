@@ -10,6 +10,7 @@ from metadata_relay.pairing.cleanup import run_forever
 from metadata_relay.pairing.directory import Directory, SharedDirectory
 from metadata_relay.pairing.hub import LocalHub, RedisHub
 from metadata_relay.pairing.limits import PairingLimits
+from metadata_relay.pairing.ratelimit import SharedFailureBudget
 from metadata_relay.pairing.service import PairingService
 from metadata_relay.pairing.store import PairingStore
 from metadata_relay.runtime import Runtime
@@ -35,6 +36,8 @@ class PairingComponent:
         self.hub = hub
         self.service = PairingService(settings, runtime.token_secret, runtime.turn_secret,
                                       directory, hub, self.limits)
+        if isinstance(hub, RedisHub):
+            self.service.shared_budget = SharedFailureBudget(hub.redis, self.service.budget)
         self._cleanup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from typing import Any
 
 
 class SlidingWindow:
@@ -75,6 +76,49 @@ class FailureBudget:
             self.blocked_until = now + self.cooldown
             self.trips += 1
             q.clear()
+
+
+class SharedFailureBudget:
+    """The failure budget shared by every replica through Redis (``pairing:budget:<window
+    number>`` counters, this window plus the previous one compared with the limit, so it is
+    conservative; ``pairing:budget:cooldown`` exists while tripped).
+
+    Any Redis error falls back to the replica's own :class:`FailureBudget`.
+    """
+
+    COOLDOWN_KEY = "pairing:budget:cooldown"
+
+    def __init__(self, redis: Any, local: FailureBudget) -> None:
+        self.redis = redis
+        self.local = local
+
+    async def blocked(self, now: float) -> float:
+        local = self.local.blocked(now)
+        if local:
+            return local
+        try:
+            ms = int(await self.redis.pttl(self.COOLDOWN_KEY))
+        except Exception:
+            return 0.0
+        return ms / 1000.0 if ms > 0 else 0.0
+
+    async def failure(self, now: float) -> None:
+        """``now`` is wall-clock time (shared by replicas)."""
+        self.local.failure(now)
+        window = self.local.window
+        slot = int(now // window)
+        key = f"pairing:budget:{slot}"
+        try:
+            n = int(await self.redis.incr(key))
+            if n == 1:
+                await self.redis.expire(key, int(window * 2) + 1)
+            # the previous window counts too: never split a burst at a window boundary
+            n += int(await self.redis.get(f"pairing:budget:{slot - 1}") or 0)
+            if n > self.local.limit:
+                await self.redis.set(self.COOLDOWN_KEY, "1",
+                                     px=int(self.local.cooldown * 1000), nx=True)
+        except Exception:
+            return
 
 
 class TokenBucket:

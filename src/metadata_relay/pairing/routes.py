@@ -159,7 +159,7 @@ async def consume_claim(request: Request) -> Response:
 
 async def redeem_claim(request: Request) -> Response:
     svc = _svc(request)
-    wait = svc.redeem_gate(_ip(request, svc))
+    wait = await svc.redeem_gate(_ip(request, svc))
     if wait:
         return _rate_limited(wait)
     found = await svc.redeem(request.path_params["code"])

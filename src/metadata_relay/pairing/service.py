@@ -18,7 +18,7 @@ from metadata_relay.pairing.directory import Directory
 from metadata_relay.pairing.hub import LocalHub
 from metadata_relay.pairing.ice import IceServers
 from metadata_relay.pairing.limits import PairingLimits
-from metadata_relay.pairing.ratelimit import FailureBudget, SlidingWindow
+from metadata_relay.pairing.ratelimit import FailureBudget, SharedFailureBudget, SlidingWindow
 from metadata_relay.pairing.store import Claim, Instance
 
 log = get_logger("metadata_relay.pairing")
@@ -90,6 +90,7 @@ class PairingService:
         self.connect_limit = SlidingWindow(limits.connect_per_min, 60.0)
         self.budget = FailureBudget(limits.failure_budget, limits.failure_window,
                                     limits.failure_cooldown)
+        self.shared_budget: SharedFailureBudget | None = None
         self.counters: dict[str, int] = {}
 
     def count(self, event: str) -> None:
@@ -142,14 +143,16 @@ class PairingService:
                 return None
         return None
 
-    def redeem_gate(self, ip: str) -> float:
+    async def redeem_gate(self, ip: str) -> float:
         """Seconds to wait before this IP may attempt a redemption (0.0 = go ahead)."""
-        now = time.monotonic()
-        wait = self.redeem_limit.check(ip, now)
+        wait = self.redeem_limit.check(ip, time.monotonic())
         if wait:
             RATE_LIMITED.labels("redeem_ip").inc()
             return wait
-        wait = self.budget.blocked(now)
+        if self.shared_budget is not None:
+            wait = await self.shared_budget.blocked(time.time())
+        else:
+            wait = self.budget.blocked(time.time())
         if wait:
             RATE_LIMITED.labels("redeem_budget").inc()
         return wait
@@ -162,7 +165,10 @@ class PairingService:
         if claim is not None and claim.redeemable(time.time()):
             inst = await self.directory.get_instance(claim.instance_id)
         if claim is None or inst is None:
-            self.budget.failure(time.monotonic())
+            if self.shared_budget is not None:
+                await self.shared_budget.failure(time.time())
+            else:
+                self.budget.failure(time.time())
             AUTH_FAILURES.labels("claim_code").inc()
             self.count("redeem_failed")
             return None

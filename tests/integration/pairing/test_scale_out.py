@@ -172,3 +172,18 @@ async def test_redis_down_degrades_then_recovers(tmp_path: Path) -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+
+
+async def test_failure_budget_is_shared_by_replicas(replicas) -> None:
+    a, b = Relay(replicas[0].url), Relay(replicas[1].url)
+    inst = await register_ws(a, "budgeted", new_key())
+    code = (await create_claim(inst))["code"]
+    # 51 failures on each replica: neither alone passes 100, together they do
+    for i in range(51):
+        for relay in (a, b):
+            status, _, _ = await relay.request("POST", "/relay/claim/BADCODE2")
+            assert status in (400, 429), i
+    for relay in (a, b):
+        status, body, _ = await relay.request("POST", f"/relay/claim/{code}")
+        assert status == 429 and body["error"] == "rate_limited"
+    await inst.close()
