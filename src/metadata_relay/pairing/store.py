@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -202,11 +201,3 @@ class PairingStore:
         for iid in gone:
             await self.set_offline(iid)
         return gone
-
-    async def counts(self) -> dict[str, int]:
-        row = await self.db.fetchone(
-            "SELECT (SELECT count(*) FROM relay_instances) AS instances, "
-            "(SELECT count(*) FROM relay_instances WHERE online = 1) AS online, "
-            "(SELECT count(*) FROM relay_claims WHERE consumed_at IS NULL "
-            " AND expires_at > ?) AS live_claims", (iso(time.time()),))
-        return {k: int(row[k]) for k in ("instances", "online", "live_claims")} if row else {}
