@@ -34,11 +34,16 @@ def build_components(runtime: Runtime) -> list[Component]:
         from metadata_relay.turn.component import TurnComponent
 
         components.append(TurnComponent(runtime.settings, runtime.turn_secrets))
+    from metadata_relay.pairing.component import PairingComponent
+
+    components.append(PairingComponent(runtime))
     return components
 
 
 def build_routes() -> list[BaseRoute]:
-    return [*status.routes]
+    from metadata_relay.pairing.routes import routes as pairing_routes
+
+    return [*status.routes, *pairing_routes]
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

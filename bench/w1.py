@@ -1,0 +1,317 @@
+"""W1 relay throughput and latency (spec/benchmarks.md).
+
+Throughput: N instance/client pairs (N = 100, 1000) exchange 1 KiB ``message`` /
+``relay_message`` frames in a closed loop (window of 4 per pair; the instance answers every
+frame), against a bare ``websockets`` echo server with 2N connections doing the same. Figure:
+messages the server received and forwarded per second; rounds interleaved relay, echo, relay,
+echo, ...; median of the rounds.
+
+Latency: 1,000 pairs x 10 msg/s (5/s each direction, random phase), one-way latency from a
+timestamp in the payload (both ends live in this process: one clock).
+
+``uv run python -m bench w1 [--rounds 3] [--seconds 4] [--pairs 100,1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from bench._pairing import (
+    cpu_seconds,
+    free_port,
+    gather_limited,
+    keepalive,
+    open_ws,
+    percentile,
+    register,
+    service,
+    uvloop_run,
+    write,
+)
+
+WINDOW = 4
+PAYLOAD = base64.b64encode(b"\x00" * 1024).decode()
+
+
+class Pairs:
+    def __init__(self) -> None:
+        self.instances: list[websockets.ClientConnection] = []
+        self.clients: list[websockets.ClientConnection] = []
+        self.sessions: list[str] = []
+
+    @classmethod
+    async def open(cls, url: str, n: int, tag: str) -> Pairs:
+        ws_base = url.replace("http://", "ws://")
+        self = cls()
+        self.instances = await gather_limited(
+            [register(ws_base, f"w1-{tag}-{i}") for i in range(n)], 100)
+
+        async def client(i: int) -> websockets.ClientConnection:
+            ws = await open_ws(ws_base + "/relay/client/websocket")
+            await ws.send(json.dumps({"type": "connect", "instance_id": f"w1-{tag}-{i}"}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "connected", reply
+            return ws
+
+        self.clients = await gather_limited([client(i) for i in range(n)], 100)
+        for inst in self.instances:
+            conn = json.loads(await inst.recv())
+            assert conn["type"] == "connection"
+            self.sessions.append(conn["session_id"])
+        return self
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self.instances + self.clients),
+                             return_exceptions=True)
+
+
+async def closed_loop(sender: websockets.ClientConnection, frame: str,
+                      stop: asyncio.Event, counter: list[int]) -> None:
+    for _ in range(WINDOW):
+        await sender.send(frame)
+    while not stop.is_set():
+        await sender.recv()
+        counter[0] += 1
+        await sender.send(frame)
+
+
+async def instance_echo(inst: websockets.ClientConnection, reply: str,
+                        stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        raw = await inst.recv()
+        if isinstance(raw, str) and raw.startswith('{"type":"pong"'):
+            continue
+        await inst.send(reply)
+
+
+async def drain(ws: websockets.ClientConnection) -> None:
+    """Consume frames left in flight after a round (up to a short quiet period)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 0.5)
+    except (TimeoutError, websockets.ConnectionClosed):
+        pass
+
+
+async def measure(tasks_factory: Any, counter: list[int], seconds: float,
+                  pid: int | None) -> tuple[float, float | None]:
+    stop = asyncio.Event()
+    tasks = tasks_factory(stop)
+    await asyncio.sleep(1.0)  # warm-up
+    c0, t0 = counter[0], time.perf_counter()
+    cpu0 = cpu_seconds(pid) if pid else None
+    await asyncio.sleep(seconds)
+    c1, t1 = counter[0], time.perf_counter()
+    cpu = (cpu_seconds(pid) - cpu0) if pid and cpu0 is not None else None
+    stop.set()
+    await asyncio.sleep(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return (c1 - c0) / (t1 - t0), cpu
+
+
+async def relay_round(pairs: Pairs, seconds: float, pid: int) -> tuple[float, float | None]:
+    counter = [0]
+    frame = json.dumps({"type": "message", "payload": PAYLOAD})
+
+    def factory(stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = []
+        for inst, client, sid in zip(pairs.instances, pairs.clients, pairs.sessions,
+                                     strict=True):
+            reply = json.dumps({"type": "relay_message", "session_id": sid, "payload": PAYLOAD})
+            tasks.append(asyncio.create_task(instance_echo(inst, reply, stop)))
+            tasks.append(asyncio.create_task(closed_loop(client, frame, stop, counter)))
+        return tasks
+
+    rate, cpu = await measure(factory, counter, seconds, pid)
+    await asyncio.gather(*(drain(w) for w in pairs.instances + pairs.clients))
+    return rate * 2, cpu  # each round trip is two relayed messages
+
+
+async def echo_round(conns: list[websockets.ClientConnection], seconds: float,
+                     pid: int) -> tuple[float, float | None]:
+    counter = [0]
+    frame = json.dumps({"type": "message", "payload": PAYLOAD})
+
+    def factory(stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(closed_loop(c, frame, stop, counter)) for c in conns]
+
+    rate, cpu = await measure(factory, counter, seconds, pid)
+    await asyncio.gather(*(drain(c) for c in conns))
+    return rate, cpu
+
+
+async def latency(pairs: Pairs, seconds: float, rate_per_pair: float,
+                  pid: int) -> dict[str, float]:
+    """Open loop: every pair sends ``rate_per_pair`` msg/s, half each way, phases spread
+    evenly over 10 ms slots; one ticker task drives all senders (cheap load generator)."""
+    one_way: list[float] = []
+    stop = asyncio.Event()
+    period = 2.0 / rate_per_pair  # each direction sends half the pair's rate
+    slot = 0.01
+    nslots = max(1, round(period / slot))
+    pad = b" " * 1000
+
+    def stamped() -> str:
+        return base64.b64encode(f"{time.perf_counter():.9f}".encode().ljust(24) + pad).decode()
+
+    senders: list[list[tuple[websockets.ClientConnection, Any]]] = [[] for _ in range(nslots)]
+    for i, (inst, client, sid) in enumerate(zip(pairs.instances, pairs.clients,
+                                                pairs.sessions, strict=True)):
+        senders[i % nslots].append(
+            (client, lambda: '{"type":"message","payload":"' + stamped() + '"}'))
+        senders[(i + nslots // 2) % nslots].append(
+            (inst, lambda sid=sid: '{"type":"relay_message","session_id":"' + sid
+             + '","payload":"' + stamped() + '"}'))
+
+    async def ticker() -> None:
+        nxt = time.perf_counter()
+        k = 0
+        while not stop.is_set():
+            for ws, make in senders[k % nslots]:
+                await ws.send(make())
+            k += 1
+            nxt += slot
+            await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+
+    async def receiver(ws: websockets.ClientConnection) -> None:
+        while True:
+            raw = await ws.recv()
+            now = time.perf_counter()
+            if isinstance(raw, bytes):
+                continue
+            at = raw.find('"payload":"')
+            if at < 0:
+                continue
+            sent = float(base64.b64decode(raw[at + 11:at + 43])[:24])
+            if not stop.is_set():
+                one_way.append(now - sent)
+
+    tasks = [asyncio.create_task(ticker())]
+    tasks += [asyncio.create_task(receiver(w)) for w in pairs.instances + pairs.clients]
+    await asyncio.sleep(1.0)
+    one_way.clear()
+    cpu0, gen0 = cpu_seconds(pid), time.process_time()
+    await asyncio.sleep(seconds)
+    server_cpu, gen_cpu = cpu_seconds(pid) - cpu0, time.process_time() - gen0
+    stop.set()
+    await asyncio.sleep(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    ms = [x * 1000 for x in one_way]
+    return {"rate_per_pair": rate_per_pair, "messages": len(ms),
+            "offered_msg_per_s": rate_per_pair * len(pairs.instances),
+            "achieved_msg_per_s": round(len(ms) / seconds),
+            "p50_ms": round(percentile(ms, 50), 3), "p99_ms": round(percentile(ms, 99), 3),
+            "max_ms": round(max(ms), 3) if ms else float("nan"),
+            "server_cpu_pct": round(100 * server_cpu / seconds),
+            "load_generator_cpu_pct": round(100 * gen_cpu / seconds)}
+
+
+async def latency_sweep(pairs: Pairs, seconds: float, rates: list[float],
+                        pid: int) -> list[dict[str, float]]:
+    rows = []
+    for rate in rates:
+        row = await latency(pairs, seconds, rate, pid)
+        await asyncio.gather(*(drain(w) for w in pairs.instances + pairs.clients))
+        print(f"  latency {len(pairs.instances)} pairs x {rate:g} msg/s: p50 "
+              f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, achieved "
+              f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; CPU server "
+              f"{row['server_cpu_pct']}%, load generator {row['load_generator_cpu_pct']}%",
+              flush=True)
+        rows.append(row)
+    return rows
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"throughput": {}, "latency": None}
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, "-m", "bench._echo", str(echo_port)],
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE)
+    try:
+        assert echo.stdout is not None
+        echo.stdout.readline()
+        with service() as (url, proc):
+            for n in args.pairs:
+                pairs = await Pairs.open(url, n, f"n{n}")
+                pinger = asyncio.create_task(keepalive(pairs.instances))
+                conns = await gather_limited(
+                    [open_ws(f"ws://127.0.0.1:{echo_port}/") for _ in range(2 * n)], 100)
+                rows = []
+                for r in range(args.rounds):
+                    relay, relay_cpu = await relay_round(pairs, args.seconds, proc.pid)
+                    ref, ref_cpu = await echo_round(conns, args.seconds, echo.pid)
+                    relay_us = 1e6 * (relay_cpu or 0) / (relay * args.seconds)
+                    echo_us = 1e6 * (ref_cpu or 0) / (ref * args.seconds)
+                    rows.append({"round": r + 1, "relay_msg_s": round(relay),
+                                 "echo_msg_s": round(ref), "ratio": round(relay / ref, 3),
+                                 "relay_server_cpu_s": relay_cpu, "echo_server_cpu_s": ref_cpu,
+                                 "relay_cpu_us_per_msg": round(relay_us, 1),
+                                 "echo_cpu_us_per_msg": round(echo_us, 1)})
+                    print(f"  N={n} round {r + 1}: relay {relay:,.0f} msg/s, "
+                          f"echo {ref:,.0f} msg/s, ratio {relay / ref:.2f}; server CPU per "
+                          f"message: relay {relay_us:.0f} us, echo {echo_us:.0f} us", flush=True)
+                results["throughput"][str(n)] = {
+                    "rounds": rows,
+                    "median_relay_msg_s": statistics.median(x["relay_msg_s"] for x in rows),
+                    "median_echo_msg_s": statistics.median(x["echo_msg_s"] for x in rows),
+                    "median_ratio": statistics.median(x["ratio"] for x in rows),
+                    "median_relay_cpu_us_per_msg": statistics.median(
+                        x["relay_cpu_us_per_msg"] for x in rows),
+                    "median_echo_cpu_us_per_msg": statistics.median(
+                        x["echo_cpu_us_per_msg"] for x in rows),
+                }
+                await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+                if n == args.latency_pairs:
+                    results["latency"] = {"pairs": n, "sweep": await latency_sweep(
+                        pairs, args.seconds * 2, args.rates, proc.pid)}
+                pinger.cancel()
+                await pairs.close()
+            if results["latency"] is None:
+                pairs = await Pairs.open(url, args.latency_pairs, "lat")
+                pinger = asyncio.create_task(keepalive(pairs.instances))
+                results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
+                    pairs, args.seconds * 2, args.rates, proc.pid)}
+                pinger.cancel()
+                await pairs.close()
+    finally:
+        echo.terminate()
+        echo.wait(10)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--pairs", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
+    p.add_argument("--latency-pairs", type=int, default=1000)
+    p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
+                   default=[1.0, 2.0, 5.0, 10.0], help="messages/s per pair (latency sweep)")
+    args = p.parse_args()
+    results = uvloop_run(run(args))
+    write("w1", results)
+    for n, t in results["throughput"].items():
+        print(f"W1 throughput N={n}: relay {t['median_relay_msg_s']:,.0f} msg/s, "
+              f"echo {t['median_echo_msg_s']:,.0f} msg/s, ratio {t['median_ratio']:.2f} "
+              f"(target >= 0.5); server CPU per message relay "
+              f"{t['median_relay_cpu_us_per_msg']:.0f} us, "
+              f"echo {t['median_echo_cpu_us_per_msg']:.0f} us")
+    lat = results["latency"]
+    for row in lat["sweep"]:
+        print(f"W1 latency {lat['pairs']} pairs x {row['rate_per_pair']:g} msg/s: one-way p50 "
+              f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms (target < 5 ms at 10 msg/s), "
+              f"achieved {row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s")

@@ -1,0 +1,1 @@
+"""Device pairing relay: REST routes, instance/client sockets, claims, tokens, routing hub."""

@@ -1,0 +1,68 @@
+"""The pairing Component: owns the hub (local or Redis), the service and the clean-up task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from metadata_relay.pairing.cleanup import run_forever
+from metadata_relay.pairing.directory import Directory, SharedDirectory
+from metadata_relay.pairing.hub import LocalHub, RedisHub
+from metadata_relay.pairing.limits import PairingLimits
+from metadata_relay.pairing.ratelimit import SharedFailureBudget
+from metadata_relay.pairing.service import PairingService
+from metadata_relay.pairing.store import PairingStore
+from metadata_relay.runtime import Runtime
+
+
+class PairingComponent:
+    name = "pairing"
+
+    def __init__(self, runtime: Runtime, limits: PairingLimits | None = None) -> None:
+        self.runtime = runtime
+        self.limits = limits or PairingLimits()
+        self.store = PairingStore(runtime.db)
+        settings = runtime.settings
+        directory: Directory
+        hub: LocalHub
+        if settings.REDIS_URL:
+            redis_hub = RedisHub(settings.REDIS_URL)
+            hub = redis_hub
+            directory = SharedDirectory(self.store, redis_hub.redis, self.limits.claim_retention)
+        else:
+            hub = LocalHub()
+            directory = Directory(self.store)
+        self.hub = hub
+        self.service = PairingService(settings, runtime.token_secret, runtime.turn_secret,
+                                      directory, hub, self.limits)
+        if isinstance(hub, RedisHub):
+            self.service.shared_budget = SharedFailureBudget(hub.redis, self.service.budget)
+        self._cleanup: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if not isinstance(self.hub, RedisHub):
+            # Single replica: no socket survived the restart; instances re-register.
+            await self.store.all_offline()
+        await self.hub.start()
+        self._cleanup = asyncio.get_running_loop().create_task(
+            run_forever(self.service, self.store))
+
+    async def stop(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+            with contextlib.suppress(BaseException):
+                await self._cleanup
+        await self.hub.stop()
+
+    def health(self) -> str:
+        return self.hub.health()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "instances_connected": len(self.hub.instances),
+            "sessions_connected": len(self.hub.sessions),
+            "redis": isinstance(self.hub, RedisHub),
+            "budget_trips": self.service.budget.trips,
+            **self.service.counters,
+        }

@@ -1,0 +1,96 @@
+"""A socket's bounded send queue: a consumer that falls behind is closed, never buffered
+without bound. The writer task exists only while there is something to write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from starlette.types import Send
+
+CLOSE_POLICY = 1008
+
+# Fire-and-forget tasks (closing handshakes, session teardown) are kept referenced here
+# until they finish, so the garbage collector cannot drop them mid-flight.
+_background: set[asyncio.Task[None]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class Outbox:
+    __slots__ = ("_on_close", "_queue", "_send", "_writer", "closing", "limit", "pending")
+
+    def __init__(self, send: Send, limit: int, on_close: Callable[[int], None]) -> None:
+        self._send = send
+        self._queue: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._on_close = on_close
+        self.limit = limit
+        self.pending = 0
+        self.closing = False
+
+    def push(self, text: str) -> bool:
+        """Queue one text frame; False (and the socket closing with 1008) on overflow."""
+        if self.closing:
+            return False
+        self.pending += len(text)
+        if self.pending > self.limit:
+            self.close(CLOSE_POLICY, "send queue full")
+            return False
+        self._queue.append(text)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        queue, send = self._queue, self._send
+        try:
+            while queue:
+                text = queue[0]
+                await send({"type": "websocket.send", "text": text})
+                queue.popleft()
+                self.pending -= len(text)
+        except Exception:
+            # The peer went away (ClientDisconnected/OSError): the receive loop sees it too.
+            self.closing = True
+            queue.clear()
+            self.pending = 0
+        finally:
+            self._writer = None
+
+    def close(self, code: int = 1000, reason: str = "", final: str | None = None) -> None:
+        """Stop queueing; send ``final`` (if any) after what is queued, then a close frame.
+
+        For overflow (1008) the queue is dropped first: the consumer is not waited for.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        if code == CLOSE_POLICY:
+            self._queue.clear()
+            self.pending = 0
+            if self._writer is not None:
+                self._writer.cancel()
+                self._writer = None
+        self._on_close(code)
+        spawn(self._close(code, reason, final))
+
+    async def _close(self, code: int, reason: str, final: str | None) -> None:
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(BaseException):
+                await writer
+        with contextlib.suppress(Exception):
+            if final is not None:
+                await self._send({"type": "websocket.send", "text": final})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def send_now(self, message: dict[str, Any]) -> None:
+        await self._send(message)
