@@ -25,7 +25,7 @@ from tests.tools import free_port, free_tcp_udp_port
 @asynccontextmanager
 async def serve_inproc(tmp_path: Path, limits: PairingLimits,
                        env: dict[str, str] | None = None,
-                       ws: str = "websockets") -> AsyncIterator[tuple[str, Path]]:
+                       ws: str = "websockets-sansio") -> AsyncIterator[tuple[str, Path]]:
     db_path = tmp_path / "inproc.db"
     settings = load_settings({
         "SQLITE_DB_PATH": str(db_path), "TURN_PUBLIC_IP": "127.0.0.1",

@@ -1,5 +1,5 @@
-"""The socket limits hold on uvicorn's sans-I/O WebSocket implementation too (uvicorn says
-``ws="websockets"`` will point at it in a future release)."""
+"""The socket limits are the relay's own, not the WebSocket implementation's: they hold on
+uvicorn's legacy ``websockets`` implementation too (the product runs ``websockets-sansio``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from tests.integration.pairing.helpers import Relay
 from tests.integration.pairing.inproc import serve_inproc
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")
 @pytest.mark.parametrize("check", [
     test_security.test_oversize_frames_close_1009,
     test_limits.test_slow_consumer_closed_with_1008,
     test_limits.test_client_message_rate_limit_closes_1008,
 ], ids=["1009", "slow-consumer-1008", "flood-1008"])
-async def test_limits_on_websockets_sansio(tmp_path: Path, check) -> None:
-    async with serve_inproc(tmp_path, PairingLimits(), ws="websockets-sansio") as (url, _):
+async def test_limits_on_legacy_websockets(tmp_path: Path, check) -> None:
+    async with serve_inproc(tmp_path, PairingLimits(), ws="websockets") as (url, _):
         await check(Relay(url))
