@@ -77,9 +77,14 @@ class Politeness:
     """At most ``rate`` request starts per second and ``concurrency`` requests in flight;
     callers wait in a queue for at most ``queue_timeout`` seconds, then get ``busy``."""
 
+    # Requests are paced at 95 % of the cap: the time between leaving the gate and the bytes
+    # reaching upstream varies with event-loop load (P3 measured 208 starts in one second
+    # at a 200/s cap when paced at exactly 100 %), and the cap must hold at the upstream.
+    HEADROOM = 0.95
+
     def __init__(self, rate: float, concurrency: int, queue_timeout: float,
                  breaker: CircuitBreaker | None = None) -> None:
-        self.interval = 1.0 / rate
+        self.interval = 1.0 / (rate * self.HEADROOM)
         self.queue_timeout = queue_timeout
         self.semaphore = asyncio.Semaphore(concurrency)
         self.breaker = breaker or CircuitBreaker()
