@@ -97,9 +97,11 @@ class Politeness:
         self.blocked_until = max(self.blocked_until, time.monotonic() + min(seconds, 3600.0))
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for permission to send one request; raise UpstreamFailure when not allowed."""
-        deadline = time.monotonic() + self.queue_timeout
+    async def slot(self, max_wait: float | None = None) -> AsyncIterator[None]:
+        """Wait (at most ``queue_timeout``, or ``max_wait`` when shorter) for permission to
+        send one request; raise UpstreamFailure when not allowed."""
+        wait_budget = self.queue_timeout if max_wait is None else min(max_wait, self.queue_timeout)
+        deadline = time.monotonic() + wait_budget
         now = time.monotonic()
         if self.blocked_until > now:
             wait = self.blocked_until - now

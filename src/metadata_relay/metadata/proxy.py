@@ -99,6 +99,7 @@ class MetadataProxy:
         )
         self.hits = self.misses = self.stale = 0
         self._flights: dict[str, asyncio.Future[Reply]] = {}
+        self._refreshing: dict[Provider, int] = {"tmdb": 0, "tvdb": 0}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hit_counter = CACHE_RESULTS.labels("hit")
         self._miss_counter = CACHE_RESULTS.labels("miss")
@@ -227,11 +228,22 @@ class MetadataProxy:
         return task
 
     def _revalidate(self, match: Match, params: list[tuple[str, str]], key: str) -> None:
+        """One background refresh of a stale entry, unless it would compete with foreground
+        misses: at most half the provider's connections refresh at once, none while its
+        circuit is open (the stale entry keeps being served; a later hit retries)."""
         if key in self._flights:
             return
+        client = self.clients[match.route.provider]
+        if client.breaker_state != "closed" or self._refreshing[match.route.provider] >= max(
+            1, self.settings.UPSTREAM_MAX_CONNECTIONS // 2
+        ):
+            return
+        provider = match.route.provider
+        self._refreshing[provider] += 1
         task = self._start_flight(key, lambda: self._fetch(match, params, key))
 
         def done(t: asyncio.Task[Any]) -> None:
+            self._refreshing[provider] -= 1
             if not t.cancelled() and isinstance(t.exception(), UpstreamFailure):
                 log.info("revalidate_failed", route=match.route.template)
 

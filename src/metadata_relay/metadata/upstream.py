@@ -100,13 +100,17 @@ class ProviderClient:
             raise UpstreamFailure("unavailable", "client not started")
         labels_inflight = UPSTREAM_INFLIGHT.labels(self.provider)
         breaker = self.politeness.breaker
-        async with self.politeness.slot():
+        # UPSTREAM_TIMEOUT bounds the whole attempt: time queued for a slot counts against it
+        deadline = time.monotonic() + self.timeout
+        async with self.politeness.slot(max_wait=self.timeout):
             labels_inflight.inc()
             started = time.perf_counter()
+            remaining = max(deadline - time.monotonic(), 0.05)
             try:
                 async with self._session.request(
                     method, self.base_url + path, params=params, headers=headers, json=json,
-                    allow_redirects=False,
+                    allow_redirects=False, timeout=aiohttp.ClientTimeout(
+                        total=remaining, connect=min(remaining, 5.0)),
                 ) as resp:
                     body = await resp.content.read(MAX_BODY + 1)
                     if len(body) > MAX_BODY:

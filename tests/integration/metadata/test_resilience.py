@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import aiohttp
+
 from tests.doubles.fake_upstream import FakeUpstream
 from tests.relay_server import client, serve_relay
 
@@ -208,3 +210,38 @@ async def test_circuit_breaker_stops_hammering_then_probes(tmp_path, upstream: F
             assert r.status == 200  # the probe succeeds and closes the circuit
         async with http.get(base + "/tmdb/movies/21") as r:
             assert r.status == 200
+
+
+async def test_queue_wait_counts_against_the_upstream_timeout(tmp_path, upstream: FakeUpstream):
+    upstream.hang = True
+    env = {**upstream.env(), "UPSTREAM_MAX_CONNECTIONS": "1", "UPSTREAM_TIMEOUT": "0.6",
+           "UPSTREAM_QUEUE_TIMEOUT": "30"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        first = asyncio.create_task(http.get(base + "/tmdb/movies/1"))
+        await asyncio.sleep(0.1)
+        # queued behind a hanging request: answered within UPSTREAM_TIMEOUT, not after 30 s
+        async with http.get(base + "/tmdb/movies/2",
+                            timeout=aiohttp.ClientTimeout(total=5)) as r:
+            # busy (no slot in its budget) or timeout (got a slot with what was left)
+            assert (r.status, (await r.json())["error"]) in (
+                (503, "upstream_busy"), (504, "upstream_timeout"))
+        resp = await first
+        assert resp.status == 504
+        resp.release()
+
+
+async def test_no_background_refresh_while_the_circuit_is_open(tmp_path, upstream: FakeUpstream):
+    paths = [f"/tmdb/movies/{i}" for i in range(100, 106)]
+    await warm(tmp_path, upstream, paths)
+    age_entries(tmp_path / "relay.db", 60)  # inside the revalidate window
+    upstream.fail_status = 500
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        for i in range(1, 6):  # five failing cold misses open the circuit
+            async with http.get(base + f"/tmdb/movies/{i}") as r:
+                assert r.status == 502
+        calls = len(upstream.api_calls())
+        for p in paths:
+            async with http.get(base + p) as r:
+                assert r.status == 200 and r.headers["x-cache"] == "STALE"
+        await asyncio.sleep(0.2)
+        assert len(upstream.api_calls()) == calls  # stale served, upstream left alone
