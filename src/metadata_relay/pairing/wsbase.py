@@ -12,6 +12,10 @@ from metadata_relay.pairing.outbox import Outbox
 from metadata_relay.pairing.service import WS_FRAMES, PairingService
 
 YIELD_AFTER = 16 * 1024
+# Spec limit on an incoming frame. uvicorn (ws_max_size) closes with 1009 before buffering;
+# granian has no such option, so the app enforces it too (after granian buffered the frame).
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOSE_TOO_BIG = 1009
 
 
 def service_of(scope: Scope) -> PairingService:
@@ -79,7 +83,15 @@ class RelaySocket:
                     continue
                 text = message.get("text")
                 if text is None:
+                    if len(message.get("bytes") or b"") > MAX_MESSAGE_BYTES:
+                        self.outbox.close(CLOSE_TOO_BIG, "message too big")
+                        continue
                     WS_FRAMES.labels(self.kind, "binary_ignored").inc()
+                    continue
+                # a str of n code points is at most 4n UTF-8 bytes: encode only long ones
+                if (len(text) > MAX_MESSAGE_BYTES // 4
+                        and len(text.encode()) > MAX_MESSAGE_BYTES):
+                    self.outbox.close(CLOSE_TOO_BIG, "message too big")
                     continue
                 await self.on_text(text)
                 if len(text) > YIELD_AFTER:
