@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -75,3 +77,23 @@ def test_help_lists_subcommands() -> None:
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0
     assert "serve" in r.stdout
+
+
+def test_health_is_503_degraded_when_the_database_is_unusable(tmp_path: Path) -> None:
+    svc = start_service(tmp_path)
+    try:
+        # Overwrite the database, its WAL and WAL index in place (the same inodes the service
+        # holds open and mapped): what it reads next is not a database.
+        for name in ("relay.db", "relay.db-wal", "relay.db-shm"):
+            with contextlib.suppress(FileNotFoundError), open(tmp_path / "data" / name,
+                                                              "r+b") as f:
+                f.write(b"\xffgarbage" * 512)
+        try:
+            urllib.request.urlopen(f"{svc.url}/health", timeout=5)
+            raise AssertionError("expected 503")
+        except urllib.error.HTTPError as err:
+            assert err.code == 503
+            body = json.loads(err.read())
+            assert body["status"] == "degraded" and body["database"] == "unavailable"
+    finally:
+        svc.stop(signal.SIGKILL)

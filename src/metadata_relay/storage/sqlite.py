@@ -81,8 +81,9 @@ class Database:
         return current
 
     async def healthy(self) -> bool:
+        """True when a real read of the database file works (``SELECT 1`` would not touch it)."""
         try:
-            async with self.conn.execute("SELECT 1") as cur:
+            async with self.conn.execute("SELECT count(*) FROM settings") as cur:
                 await cur.fetchone()
             return True
         except Exception:
