@@ -14,7 +14,9 @@ import ssl
 import struct
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 # ---- DNS (RFC 1035): one A question, recursion desired --------------------------------------
 
@@ -68,27 +70,41 @@ def parse_dns_answer(txid: int, data: bytes) -> list[str]:
     return out
 
 
-def resolve_a(name: str, server: str, port: int = 53, timeout: float = 3.0,
-              attempts: int = 2) -> list[str]:
-    txid = int.from_bytes(os.urandom(2), "big")
-    query = encode_dns_query(txid, name)
-    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+T = TypeVar("T")
+
+
+def _udp_exchange(host: str, port: int, request: bytes, parse: Callable[[bytes], T],
+                  ours: Callable[[bytes], bool], bufsize: int, timeout: float,
+                  attempts: int) -> T | None:
+    """Send ``request`` up to ``attempts`` times; the first answer ``parse`` accepts.
+    Unparsable datagrams are skipped unless ``ours`` says they answer this request (then
+    the ValueError is raised); TimeoutError after the last attempt."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         for attempt in range(attempts):
-            sock.sendto(query, (server, port))
+            sock.sendto(request, (host, port))
             try:
                 while True:
-                    data, _ = sock.recvfrom(4096)
+                    data, _ = sock.recvfrom(bufsize)
                     try:
-                        return parse_dns_answer(txid, data)
+                        return parse(data)
                     except ValueError:
-                        if data[:2] == query[:2]:
+                        if ours(data):
                             raise
             except TimeoutError:
                 if attempt == attempts - 1:
                     raise
-    return []
+    return None
+
+
+def resolve_a(name: str, server: str, port: int = 53, timeout: float = 3.0,
+              attempts: int = 2) -> list[str]:
+    txid = int.from_bytes(os.urandom(2), "big")
+    query = encode_dns_query(txid, name)
+    answer = _udp_exchange(server, port, query, lambda d: parse_dns_answer(txid, d),
+                           lambda d: d[:2] == query[:2], 4096, timeout, attempts)
+    return answer if answer is not None else []
 
 
 # ---- STUN (RFC 5389): Binding request, XOR-MAPPED-ADDRESS in the success response ----------
@@ -139,24 +155,8 @@ def stun_binding(host: str, port: int, timeout: float = 3.0, attempts: int = 3
     """Send a Binding request; the mapped address, or raise TimeoutError/ValueError."""
     txid = os.urandom(12)
     request = encode_binding_request(txid)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        for attempt in range(attempts):
-            sock.sendto(request, (host, port))
-            try:
-                while True:
-                    data, _ = sock.recvfrom(2048)
-                    try:
-                        return parse_binding_response(txid, data)
-                    except ValueError:
-                        if data[8:20] == txid:
-                            raise
-            except TimeoutError:
-                if attempt == attempts - 1:
-                    raise
-    return None
-
+    return _udp_exchange(host, port, request, lambda d: parse_binding_response(txid, d),
+                         lambda d: d[8:20] == txid, 2048, timeout, attempts)
 
 # ---- HTTPS /health --------------------------------------------------------------------------
 

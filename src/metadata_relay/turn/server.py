@@ -312,14 +312,10 @@ class TurnServer:
 
     def _refresh(self, msg: Message, client_key: Hashable, client_addr: Address, tcp: bool,
                  al: Allocation | None, now: float) -> bytes | None:
-        auth = self._authenticate(msg, al, now)
-        if isinstance(auth, bytes):
-            return auth
-        key = auth[0]
-        if c.unknown_required(msg):
-            return self._unknown(msg, key)
-        if al is None or al.username != auth[1]:
-            return self._error(msg, 437, key)
+        owner = self._owner(msg, al, now)
+        if isinstance(owner, bytes):
+            return owner
+        key, al = owner
         lifetime = self._lifetime(msg)
         if lifetime == 0:
             self.delete(al)
@@ -352,6 +348,20 @@ class TurnServer:
             pos += 4 + ((alen + 3) & ~3)
         return out
 
+    def _owner(self, msg: Message, al: Allocation | None, now: float
+               ) -> bytes | tuple[bytes, Allocation]:
+        """Authenticate a request on an existing allocation (Refresh, CreatePermission,
+        ChannelBind): the error answer, or the message-integrity key and the allocation."""
+        auth = self._authenticate(msg, al, now)
+        if isinstance(auth, bytes):
+            return auth
+        key = auth[0]
+        if c.unknown_required(msg):
+            return self._unknown(msg, key)
+        if al is None or al.username != auth[1]:
+            return self._error(msg, 437, key)
+        return key, al
+
     def _check_peer(self, msg: Message, peer: Address, key: bytes, port_known: bool
                     ) -> bytes | None:
         ip, port = peer
@@ -364,14 +374,10 @@ class TurnServer:
 
     def _create_permission(self, msg: Message, client_key: Hashable, client_addr: Address,
                            tcp: bool, al: Allocation | None, now: float) -> bytes | None:
-        auth = self._authenticate(msg, al, now)
-        if isinstance(auth, bytes):
-            return auth
-        key = auth[0]
-        if c.unknown_required(msg):
-            return self._unknown(msg, key)
-        if al is None or al.username != auth[1]:
-            return self._error(msg, 437, key)
+        owner = self._owner(msg, al, now)
+        if isinstance(owner, bytes):
+            return owner
+        key, al = owner
         peers = self._peers(msg, key)
         if isinstance(peers, bytes):
             return peers
@@ -391,14 +397,10 @@ class TurnServer:
 
     def _channel_bind(self, msg: Message, client_key: Hashable, client_addr: Address,
                       tcp: bool, al: Allocation | None, now: float) -> bytes | None:
-        auth = self._authenticate(msg, al, now)
-        if isinstance(auth, bytes):
-            return auth
-        key = auth[0]
-        if c.unknown_required(msg):
-            return self._unknown(msg, key)
-        if al is None or al.username != auth[1]:
-            return self._error(msg, 437, key)
+        owner = self._owner(msg, al, now)
+        if isinstance(owner, bytes):
+            return owner
+        key, al = owner
         raw_channel = msg.attrs.get(c.CHANNEL_NUMBER)
         raw_peer = msg.attrs.get(c.XOR_PEER_ADDRESS)
         if raw_channel is None or len(raw_channel) != 4 or raw_peer is None:
