@@ -69,6 +69,10 @@ class RelaySocket:
         if code == 1008:
             WS_FRAMES.labels(self.kind, "closed_1008").inc()
 
+    @property
+    def on_direct_lane(self) -> bool:
+        return self.direct is not None and self.direct.own_reader
+
     def send_text(self, text: str) -> bool:
         return self.outbox.push(text)
 
