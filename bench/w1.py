@@ -19,7 +19,9 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -158,6 +160,15 @@ async def echo_round(conns: list[websockets.ClientConnection], seconds: float,
     return rate, cpu
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 class RawPairs:
     """N instance/client pairs on the lean client (:mod:`bench._rawws`) for the latency run."""
 
@@ -267,8 +278,10 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
     await asyncio.sleep(1.0)
     recording[0] = True
     cpu0, gen0 = cpu_seconds(pid), time.process_time()
+    wait0, gwait0 = runqueue_wait(pid), runqueue_wait(os.getpid())
     await asyncio.sleep(seconds)
     server_cpu, gen_cpu = cpu_seconds(pid) - cpu0, time.process_time() - gen0
+    wait, gwait = runqueue_wait(pid) - wait0, runqueue_wait(os.getpid()) - gwait0
     recording[0] = False
     stop.set()
     await task
@@ -285,6 +298,9 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
             "over_5ms_pct": round(100 * sum(x > 5.0 for x in ms) / n, 2) if n else float("nan"),
             "windows_100ms_with_over_5ms": f"{len(slow_windows)} of {round(seconds * 10)}",
             "server_cpu_pct": round(100 * server_cpu / seconds),
+            # time runnable but not running (CPU taken by other processes): the noise floor
+            "server_runqueue_wait_ms_per_s": round(1000 * wait / seconds, 1),
+            "load_generator_runqueue_wait_ms_per_s": round(1000 * gwait / seconds, 1),
             "server_cpu_us_per_msg": round(1e6 * server_cpu / n, 1) if n else float("nan"),
             "load_generator_cpu_pct": round(100 * gen_cpu / seconds),
             "load_generator_cpu_us_per_msg": round(1e6 * gen_cpu / n, 1) if n else float("nan")}
@@ -303,7 +319,9 @@ async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
               f"{row['over_5ms_pct']}% > 5 ms in {row['windows_100ms_with_over_5ms']} 100 ms "
               f"windows; CPU server "
               f"{row['server_cpu_pct']}% ({row['server_cpu_us_per_msg']} us/msg), load generator "
-              f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg)",
+              f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg); "
+              f"waiting for a CPU: server {row['server_runqueue_wait_ms_per_s']} ms/s, "
+              f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s",
               flush=True)
         rows.append(row)
     pinger.cancel()
