@@ -6,8 +6,9 @@ frame), against a bare ``websockets`` echo server with 2N connections doing the 
 messages the server received and forwarded per second; rounds interleaved relay, echo, relay,
 echo, ...; median of the rounds.
 
-Latency: 1,000 pairs x 10 msg/s (5/s each direction, random phase), one-way latency from a
-timestamp in the payload (both ends live in this process: one clock).
+Latency: 1,000 pairs x 10 msg/s (5/s each direction, fixed phases), one-way latency from a
+timestamp in the payload (both ends live in this process: one clock). The latency run uses a
+lean client (``bench/_rawws.py``) so the load generator's CPU competes less with the relay.
 
 ``uv run python -m bench w1 [--rounds 3] [--seconds 4] [--pairs 100,1000]``
 """
@@ -17,7 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,8 +34,10 @@ import websockets
 from bench._pairing import (
     cpu_seconds,
     free_port,
+    fresh_ip,
     gather_limited,
     keepalive,
+    new_key,
     open_ws,
     percentile,
     register,
@@ -39,6 +45,7 @@ from bench._pairing import (
     uvloop_run,
     write,
 )
+from bench._rawws import RawWS
 
 WINDOW = 4
 PAYLOAD = base64.b64encode(b"\x00" * 1024).decode()
@@ -153,86 +160,172 @@ async def echo_round(conns: list[websockets.ClientConnection], seconds: float,
     return rate, cpu
 
 
-async def latency(pairs: Pairs, seconds: float, rate_per_pair: float,
-                  pid: int) -> dict[str, float]:
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+class RawPairs:
+    """N instance/client pairs on the lean client (:mod:`bench._rawws`) for the latency run."""
+
+    def __init__(self) -> None:
+        self.instances: list[RawWS] = []
+        self.clients: list[RawWS] = []
+        self.sessions: list[str] = []
+
+    @classmethod
+    async def open(cls, url: str, n: int, tag: str) -> RawPairs:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self = cls()
+
+        async def instance(i: int) -> RawWS:
+            ws = await RawWS.connect(host, int(port), "/relay/tunnel/websocket",
+                                     {"x-forwarded-for": fresh_ip()})
+            ws.send(json.dumps({"type": "register", "instance_id": f"w1-{tag}-{i}",
+                                "public_key": new_key(), "direct_urls": []}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "registered", reply
+            return ws
+
+        async def client(i: int) -> RawWS:
+            ws = await RawWS.connect(host, int(port), "/relay/client/websocket",
+                                     {"x-forwarded-for": fresh_ip()})
+            ws.send(json.dumps({"type": "connect", "instance_id": f"w1-{tag}-{i}"}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "connected", reply
+            return ws
+
+        self.instances = await gather_limited([instance(i) for i in range(n)], 100)
+        self.clients = await gather_limited([client(i) for i in range(n)], 100)
+        for inst in self.instances:
+            conn = json.loads(await inst.recv())
+            assert conn["type"] == "connection"
+            self.sessions.append(conn["session_id"])
+        return self
+
+    def keepalive(self, every: float = 20.0) -> asyncio.Task[None]:
+        """Each instance pings every ``every`` s at its own phase, as independent mydia
+        servers do (1,000 pings at once would be a burst of 1,000 database writes)."""
+        async def ping() -> None:
+            step = every / max(1, len(self.instances))
+            while True:
+                for ws in self.instances:
+                    await asyncio.sleep(step)
+                    ws.send(b'{"type":"ping"}')
+        return asyncio.create_task(ping())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(w.close() for w in self.instances + self.clients),
+                             return_exceptions=True)
+
+
+async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
+                  pid: int, slot: float = 0.001) -> dict[str, float]:
     """Open loop: every pair sends ``rate_per_pair`` msg/s, half each way, phases spread
-    evenly over 10 ms slots; one ticker task drives all senders (cheap load generator)."""
+    evenly over ``slot``-long slots (1 ms: 10 frames per slot at 10,000 msg/s; the former
+    10 ms slots sent synchronised bursts of 100 frames, whose queueing alone is ~6 ms).
+    One ticker writes every frame synchronously and receivers are
+    plain callbacks (:mod:`bench._rawws`), so the generator costs little CPU. Frames are the
+    same size as in the throughput run: the payload is base64 of 1,024 bytes whose first 24
+    are a ``perf_counter`` timestamp (one clock: both ends live in this process)."""
     one_way: list[float] = []
+    sent_at: list[float] = []
+    recording = [False]
     stop = asyncio.Event()
     period = 2.0 / rate_per_pair  # each direction sends half the pair's rate
-    slot = 0.01
     nslots = max(1, round(period / slot))
-    pad = b" " * 1000
+    # base64(ts24 + pad) == base64(ts24) + base64(pad) since 24 is a multiple of 3
+    tail = binascii.b2a_base64(b" " * 1000, newline=False) + b'"}'
+    perf = time.perf_counter
+    b64 = binascii.b2a_base64
+    a2b = binascii.a2b_base64
 
-    def stamped() -> str:
-        return base64.b64encode(f"{time.perf_counter():.9f}".encode().ljust(24) + pad).decode()
-
-    senders: list[list[tuple[websockets.ClientConnection, Any]]] = [[] for _ in range(nslots)]
+    senders: list[list[tuple[RawWS, bytes]]] = [[] for _ in range(nslots)]
     for i, (inst, client, sid) in enumerate(zip(pairs.instances, pairs.clients,
                                                 pairs.sessions, strict=True)):
-        senders[i % nslots].append(
-            (client, lambda: '{"type":"message","payload":"' + stamped() + '"}'))
+        senders[i % nslots].append((client, b'{"type":"message","payload":"'))
         senders[(i + nslots // 2) % nslots].append(
-            (inst, lambda sid=sid: '{"type":"relay_message","session_id":"' + sid
-             + '","payload":"' + stamped() + '"}'))
+            (inst, b'{"type":"relay_message","session_id":"' + sid.encode()
+             + b'","payload":"'))
+
+    def on_message(data: bytes) -> None:
+        now = perf()
+        at = data.find(b'"payload":"')
+        if at < 0:
+            return
+        sent = float(a2b(data[at + 11:at + 43])[:24])
+        if recording[0]:
+            one_way.append(now - sent)
+            sent_at.append(sent)
 
     async def ticker() -> None:
-        nxt = time.perf_counter()
+        nxt = perf()
         k = 0
         while not stop.is_set():
-            for ws, make in senders[k % nslots]:
-                await ws.send(make())
+            for ws, head in senders[k % nslots]:
+                ws.send(head + b64(f"{perf():.9f}".encode().ljust(24), newline=False) + tail)
             k += 1
             nxt += slot
-            await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+            await asyncio.sleep(max(0.0, nxt - perf()))
 
-    async def receiver(ws: websockets.ClientConnection) -> None:
-        while True:
-            raw = await ws.recv()
-            now = time.perf_counter()
-            if isinstance(raw, bytes):
-                continue
-            at = raw.find('"payload":"')
-            if at < 0:
-                continue
-            sent = float(base64.b64decode(raw[at + 11:at + 43])[:24])
-            if not stop.is_set():
-                one_way.append(now - sent)
-
-    tasks = [asyncio.create_task(ticker())]
-    tasks += [asyncio.create_task(receiver(w)) for w in pairs.instances + pairs.clients]
+    for w in pairs.instances + pairs.clients:
+        w.on_message = on_message
+    task = asyncio.create_task(ticker())
     await asyncio.sleep(1.0)
-    one_way.clear()
+    recording[0] = True
     cpu0, gen0 = cpu_seconds(pid), time.process_time()
+    wait0, gwait0 = runqueue_wait(pid), runqueue_wait(os.getpid())
     await asyncio.sleep(seconds)
     server_cpu, gen_cpu = cpu_seconds(pid) - cpu0, time.process_time() - gen0
+    wait, gwait = runqueue_wait(pid) - wait0, runqueue_wait(os.getpid()) - gwait0
+    recording[0] = False
     stop.set()
+    await task
     await asyncio.sleep(0.5)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     ms = [x * 1000 for x in one_way]
-    return {"rate_per_pair": rate_per_pair, "messages": len(ms),
+    n = len(ms)
+    # where the tail comes from: how many 100 ms windows hold a frame later than 5 ms
+    slow_windows = {int(t * 10) for t, x in zip(sent_at, ms, strict=True) if x > 5.0}
+    return {"rate_per_pair": rate_per_pair, "slot_ms": slot * 1000, "messages": n,
             "offered_msg_per_s": rate_per_pair * len(pairs.instances),
-            "achieved_msg_per_s": round(len(ms) / seconds),
+            "achieved_msg_per_s": round(n / seconds),
             "p50_ms": round(percentile(ms, 50), 3), "p99_ms": round(percentile(ms, 99), 3),
             "max_ms": round(max(ms), 3) if ms else float("nan"),
+            "over_5ms_pct": round(100 * sum(x > 5.0 for x in ms) / n, 2) if n else float("nan"),
+            "windows_100ms_with_over_5ms": f"{len(slow_windows)} of {round(seconds * 10)}",
             "server_cpu_pct": round(100 * server_cpu / seconds),
-            "load_generator_cpu_pct": round(100 * gen_cpu / seconds)}
+            # time runnable but not running (CPU taken by other processes): the noise floor
+            "server_runqueue_wait_ms_per_s": round(1000 * wait / seconds, 1),
+            "load_generator_runqueue_wait_ms_per_s": round(1000 * gwait / seconds, 1),
+            "server_cpu_us_per_msg": round(1e6 * server_cpu / n, 1) if n else float("nan"),
+            "load_generator_cpu_pct": round(100 * gen_cpu / seconds),
+            "load_generator_cpu_us_per_msg": round(1e6 * gen_cpu / n, 1) if n else float("nan")}
 
 
-async def latency_sweep(pairs: Pairs, seconds: float, rates: list[float],
-                        pid: int) -> list[dict[str, float]]:
+async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
+                        pid: int, slot: float) -> list[dict[str, float]]:
     rows = []
+    pairs = await RawPairs.open(url, n, "lat")
+    pinger = pairs.keepalive()
     for rate in rates:
-        row = await latency(pairs, seconds, rate, pid)
-        await asyncio.gather(*(drain(w) for w in pairs.instances + pairs.clients))
+        row = await latency(pairs, seconds, rate, pid, slot)
         print(f"  latency {len(pairs.instances)} pairs x {rate:g} msg/s: p50 "
               f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, achieved "
-              f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; CPU server "
-              f"{row['server_cpu_pct']}%, load generator {row['load_generator_cpu_pct']}%",
+              f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; "
+              f"{row['over_5ms_pct']}% > 5 ms in {row['windows_100ms_with_over_5ms']} 100 ms "
+              f"windows; CPU server "
+              f"{row['server_cpu_pct']}% ({row['server_cpu_us_per_msg']} us/msg), load generator "
+              f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg); "
+              f"waiting for a CPU: server {row['server_runqueue_wait_ms_per_s']} ms/s, "
+              f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s",
               flush=True)
         rows.append(row)
+    pinger.cancel()
+    await pairs.close()
     return rows
 
 
@@ -245,7 +338,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         assert echo.stdout is not None
         echo.stdout.readline()
         with service() as (url, proc):
-            for n in args.pairs:
+            for n in ([] if args.latency_only else args.pairs):
                 pairs = await Pairs.open(url, n, f"n{n}")
                 pinger = asyncio.create_task(keepalive(pairs.instances))
                 conns = await gather_limited(
@@ -275,18 +368,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         x["echo_cpu_us_per_msg"] for x in rows),
                 }
                 await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-                if n == args.latency_pairs:
-                    results["latency"] = {"pairs": n, "sweep": await latency_sweep(
-                        pairs, args.seconds * 2, args.rates, proc.pid)}
                 pinger.cancel()
                 await pairs.close()
-            if results["latency"] is None:
-                pairs = await Pairs.open(url, args.latency_pairs, "lat")
-                pinger = asyncio.create_task(keepalive(pairs.instances))
-                results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
-                    pairs, args.seconds * 2, args.rates, proc.pid)}
-                pinger.cancel()
-                await pairs.close()
+            results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
+                url, args.latency_pairs, args.seconds * 2, args.rates, proc.pid,
+                args.slot_ms / 1000)}
     finally:
         echo.terminate()
         echo.wait(10)
@@ -299,6 +385,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--pairs", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
     p.add_argument("--latency-pairs", type=int, default=1000)
+    p.add_argument("--slot-ms", type=float, default=1.0,
+                   help="latency run: sending slot (frames due in one slot are sent together)")
+    p.add_argument("--latency-only", action="store_true",
+                   help="skip the closed-loop throughput rounds")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
                    default=[1.0, 2.0, 5.0, 10.0], help="messages/s per pair (latency sweep)")
     args = p.parse_args()

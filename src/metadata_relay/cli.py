@@ -46,7 +46,7 @@ def serve() -> None:
         port=settings.PORT,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",  # less CPU per message and RSS per socket (BENCHMARKS.md W1/W2)
+        ws="metadata_relay.pairing.wsproto:RelayWebSocketProtocol",  # BENCHMARKS.md W1
         ws_max_size=64 * 1024,
         lifespan="on",
         log_config=None,

@@ -49,13 +49,43 @@ class ClientSocket(RelaySocket):
 
     # --- frames ---------------------------------------------------------------------------
 
-    async def on_text(self, text: str) -> None:
+    def _admit(self) -> bool:
+        """Every frame takes a token; a flood closes the socket with 1008."""
         now = self.loop.time()
         if not self.inbound.take(now):
             WS_FRAMES.labels(self.kind, "inbound_rate_limited").inc()
             self.outbox.close(1008, "message rate exceeded")
-            return
+            return False
         self.last_activity = now
+        return True
+
+    def on_text_now(self, text: str) -> bool:
+        """Relay frames, pings and malformed frames without awaiting; False (before any side
+        effect) for frames that must await (``connect``, ``close``, unknown types)."""
+        msg = protocol.parse(text)
+        kind = msg["type"] if msg is not None else ""
+        if kind == "message" or protocol.is_webrtc(kind):
+            iid = self.instance_id
+            hub = self.svc.hub
+            if iid is not None and hub.remote and iid not in hub.instances:
+                return False  # the instance may live on another replica
+        elif kind != "ping" and msg is not None:
+            return False
+        if not self._admit():
+            return True
+        if msg is None:
+            WS_FRAMES.labels(self.kind, "malformed").inc()
+        elif kind == "ping":
+            self.send_text(protocol.PONG)
+        else:
+            route = self._relay_frame(kind, msg)
+            if route is not None:
+                self._relayed(self.svc.hub.to_instance_now(route[0], route[1]))
+        return True
+
+    async def on_text(self, text: str) -> None:
+        if not self._admit():
+            return
         msg = protocol.parse(text)
         if msg is None:
             WS_FRAMES.labels(self.kind, "malformed").inc()
@@ -72,24 +102,33 @@ class ClientSocket(RelaySocket):
         else:
             WS_FRAMES.labels(self.kind, "unknown_type").inc()
 
-    async def _forward(self, kind: str, msg: dict[str, Any]) -> None:
+    def _relay_frame(self, kind: str, msg: dict[str, Any]) -> tuple[str, str] | None:
+        """(instance id, frame to relay), or None after answering/counting why not."""
         iid = self.instance_id
         if iid is None:
             self.send_text(protocol.NOT_CONNECTED)
-            return
+            return None
         payload = msg.get("payload")
         if kind == "message":
             if not protocol.b64_payload(payload):
                 WS_FRAMES.labels(self.kind, "rejected").inc()
-                return
+                return None
             out = protocol.relay_message_frame(self.session_id, payload)
         else:
             out = dumps({"type": kind, "session_id": self.session_id, "payload": payload})
-        if await self.svc.hub.to_instance(iid, out):
+        return iid, out
+
+    def _relayed(self, delivered: bool) -> None:
+        if delivered:
             _RELAYED.inc()
         else:
             WS_FRAMES.labels(self.kind, "undeliverable").inc()
             self.send_text(protocol.INSTANCE_OFFLINE)
+
+    async def _forward(self, kind: str, msg: dict[str, Any]) -> None:
+        route = self._relay_frame(kind, msg)
+        if route is not None:
+            self._relayed(await self.svc.hub.to_instance(*route))
 
     async def _connect(self, msg: dict[str, Any]) -> None:
         svc = self.svc

@@ -62,6 +62,10 @@ class PairingComponent:
         return {
             "instances_connected": len(self.hub.instances),
             "sessions_connected": len(self.hub.sessions),
+            # sockets whose frames take the synchronous lane (pairing/wsproto.py)
+            "sockets_direct_lane": sum(
+                1 for peer in (*self.hub.instances.values(), *self.hub.sessions.values())
+                if getattr(peer, "on_direct_lane", False)),
             "redis": isinstance(self.hub, RedisHub),
             "budget_trips": self.service.budget.trips,
             **self.service.counters,

@@ -36,6 +36,9 @@ class SessionPeer(Protocol):
 class LocalHub:
     """In-process registry of instance and session sockets."""
 
+    # True when a peer missing here may live in another process (then routing must await)
+    remote = False
+
     def __init__(self) -> None:
         self.instances: dict[str, InstancePeer] = {}
         self.sessions: dict[str, SessionPeer] = {}
@@ -67,6 +70,10 @@ class LocalHub:
         return instance_id in self.instances
 
     async def to_instance(self, instance_id: str, text: str) -> bool:
+        return self.to_instance_now(instance_id, text)
+
+    def to_instance_now(self, instance_id: str, text: str) -> bool:
+        """Local delivery only, without awaiting (the synchronous lane)."""
         peer = self.instances.get(instance_id)
         return peer.deliver(text) if peer is not None else False
 
@@ -78,6 +85,10 @@ class LocalHub:
             del self.sessions[peer.session_id]
 
     async def to_session(self, session_id: str, instance_id: str, text: str) -> bool:
+        return self.to_session_now(session_id, instance_id, text)
+
+    def to_session_now(self, session_id: str, instance_id: str, text: str) -> bool:
+        """Local delivery only, without awaiting (the synchronous lane)."""
         peer = self.sessions.get(session_id)
         return peer.deliver_from(instance_id, text) if peer is not None else False
 
@@ -96,6 +107,8 @@ _DEL_IF_MINE = (
 class RedisHub(LocalHub):
     """LocalHub plus Redis: presence keys ``pairing:presence:<id>`` and channels
     ``pairing:i:<instance_id>`` (frames for an instance) / ``pairing:s:<session_id>``."""
+
+    remote = True
 
     def __init__(self, url: str) -> None:
         super().__init__()

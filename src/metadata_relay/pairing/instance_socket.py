@@ -134,30 +134,62 @@ class InstanceSocket(RelaySocket):
         if not await self.svc.consume_code(self.instance_id, msg.get("claim_code")):
             WS_FRAMES.labels(self.kind, "consume_rejected").inc()
 
-    async def _forward(self, kind: str, msg: dict[str, Any]) -> None:
+    def _relay_frame(self, kind: str, msg: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(instance id, session id, frame to relay), or None after answering/counting why not."""
         iid = self.instance_id
         if iid is None:
             AUTH_FAILURES.labels("unregistered_forward").inc()
             self.send_text(protocol.NOT_REGISTERED)
-            return
+            return None
         sid = msg.get("session_id")
         payload = msg.get("payload")
         if not isinstance(sid, str) or not protocol.is_session_id(sid):
             WS_FRAMES.labels(self.kind, "rejected").inc()
-            return
+            return None
         if kind == "relay_message":
             if not protocol.b64_payload(payload):
                 WS_FRAMES.labels(self.kind, "rejected").inc()
-                return
+                return None
             out = protocol.message_frame(payload)
         else:
             out = dumps({"type": kind, "payload": payload})
-        if await self.svc.hub.to_session(sid, iid, out):
+        return iid, sid, out
+
+    def _relayed(self, delivered: bool, sid: str) -> None:
+        if delivered:
             _RELAYED.inc()
         else:
             WS_FRAMES.labels(self.kind, "undeliverable").inc()
             self.send_text(protocol.error("Unknown session", "session_not_found",
                                           session_id=sid))
+
+    async def _forward(self, kind: str, msg: dict[str, Any]) -> None:
+        route = self._relay_frame(kind, msg)
+        if route is not None:
+            iid, sid, out = route
+            self._relayed(await self.svc.hub.to_session(sid, iid, out), sid)
+
+    def on_text_now(self, text: str) -> bool:
+        """Relay frames and pongs without awaiting; False for anything that must await."""
+        msg = protocol.parse(text)
+        if msg is None:
+            WS_FRAMES.labels(self.kind, "malformed").inc()
+            return True
+        kind = msg["type"]
+        if kind == "pong":
+            self.touch()
+            return True
+        if kind != "relay_message" and not protocol.is_webrtc(kind):
+            return False
+        hub = self.svc.hub
+        sid = msg.get("session_id")
+        if hub.remote and isinstance(sid, str) and sid not in hub.sessions:
+            return False  # the session may live on another replica
+        route = self._relay_frame(kind, msg)
+        if route is not None:
+            iid, sid, out = route
+            self._relayed(hub.to_session_now(sid, iid, out), sid)
+        return True
 
     async def on_closed(self) -> None:
         iid = self.instance_id

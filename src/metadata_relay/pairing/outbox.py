@@ -1,5 +1,10 @@
 """A socket's bounded send queue: a consumer that falls behind is closed, never buffered
-without bound. The writer task exists only while there is something to write."""
+without bound. The writer task exists only while there is something to write.
+
+With a ``write_now`` callable (the synchronous lane, :mod:`metadata_relay.pairing.wsproto`)
+a frame is written at once when nothing is queued and the transport is not applying
+back-pressure; otherwise it is queued exactly as without it, so order and the byte limit hold.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +30,13 @@ def spawn(coro: Coroutine[Any, Any, None]) -> None:
 
 
 class Outbox:
-    __slots__ = ("_on_close", "_queue", "_send", "_writer", "closing", "limit", "pending")
+    __slots__ = ("_on_close", "_queue", "_send", "_write_now", "_writer", "closing", "limit",
+                 "pending")
 
-    def __init__(self, send: Send, limit: int, on_close: Callable[[int], None]) -> None:
+    def __init__(self, send: Send, limit: int, on_close: Callable[[int], None],
+                 write_now: Callable[[str], bool] | None = None) -> None:
         self._send = send
+        self._write_now = write_now
         self._queue: deque[str] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._on_close = on_close
@@ -40,6 +48,8 @@ class Outbox:
         """Queue one text frame; False (and the socket closing with 1008) on overflow."""
         if self.closing:
             return False
+        if self._writer is None and self._write_now is not None and self._write_now(text):
+            return True  # nothing was queued (no writer task): order is kept
         self.pending += len(text)
         if self.pending > self.limit:
             self.close(CLOSE_POLICY, "send queue full")

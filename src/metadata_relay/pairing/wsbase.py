@@ -1,5 +1,6 @@
 """What both relay sockets share: raw-ASGI accept/receive loop, inactivity deadline (one
-timer handle, re-armed lazily), bounded outbox, open-socket gauge."""
+timer handle, re-armed lazily), bounded outbox, open-socket gauge, and the synchronous lane
+(:mod:`metadata_relay.pairing.wsproto`) that relay frames take when the server offers it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import asyncio
 
 from starlette.types import Receive, Scope, Send
 
-from metadata_relay.observability import WEBSOCKETS_OPEN
+from metadata_relay.observability import WEBSOCKETS_OPEN, get_logger
 from metadata_relay.pairing.outbox import Outbox
 from metadata_relay.pairing.service import WS_FRAMES, PairingService
+from metadata_relay.pairing.wsproto import DIRECT, DirectChannel
+
+log = get_logger("metadata_relay.pairing.wsbase")
 
 YIELD_AFTER = 16 * 1024
 # Spec limit on an incoming frame. uvicorn (ws_max_size) closes with 1009 before buffering;
@@ -24,7 +28,8 @@ def service_of(scope: Scope) -> PairingService:
 
 
 class RelaySocket:
-    """One accepted WebSocket. Subclasses implement :meth:`on_text` and :meth:`on_closed`."""
+    """One accepted WebSocket. Subclasses implement :meth:`on_text` and :meth:`on_closed`,
+    and optionally :meth:`on_text_now` (the synchronous lane)."""
 
     kind = "socket"
     idle_timeout = 60.0
@@ -32,7 +37,11 @@ class RelaySocket:
     def __init__(self, svc: PairingService, scope: Scope, send: Send) -> None:
         self.svc = svc
         self.scope = scope
-        self.outbox = Outbox(send, svc.limits.send_queue_bytes, self._closing)
+        direct: DirectChannel | None = scope.get("extensions", {}).get(DIRECT)
+        self.direct = direct
+        self.outbox = Outbox(send, svc.limits.send_queue_bytes, self._closing,
+                             direct.write_text if direct is not None else None)
+        self.busy = False  # on_text is running (awaiting): new frames must queue behind it
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -60,6 +69,10 @@ class RelaySocket:
         if code == 1008:
             WS_FRAMES.labels(self.kind, "closed_1008").inc()
 
+    @property
+    def on_direct_lane(self) -> bool:
+        return self.direct is not None and self.direct.own_reader
+
     def send_text(self, text: str) -> bool:
         return self.outbox.push(text)
 
@@ -74,6 +87,8 @@ class RelaySocket:
         self._arm(self.idle_timeout)
         try:
             await self.opened()
+            if self.direct is not None:
+                self.direct.attach(self._offered)
             while True:
                 message = await receive()
                 kind = message["type"]
@@ -93,7 +108,11 @@ class RelaySocket:
                         and len(text.encode()) > MAX_MESSAGE_BYTES):
                     self.outbox.close(CLOSE_TOO_BIG, "message too big")
                     continue
-                await self.on_text(text)
+                self.busy = True
+                try:
+                    await self.on_text(text)
+                finally:
+                    self.busy = False
                 if len(text) > YIELD_AFTER:
                     # Frames already buffered are returned without suspending: let writers
                     # run, so a burst of large frames is not mistaken for a slow consumer.
@@ -106,8 +125,29 @@ class RelaySocket:
             self.outbox.closing = True
             await self.on_closed()
 
+    def _offered(self, text: str) -> bool:
+        """A text frame from the synchronous lane: True when handled (or dropped) here,
+        False to let it take the ASGI receive queue (``on_text`` is busy, or the frame
+        needs to await)."""
+        if self.busy:
+            return False
+        if self.outbox.closing:
+            return True  # the receive loop ignores frames once closing, too
+        if len(text) > MAX_MESSAGE_BYTES // 4:
+            return False  # rare: let the receive loop apply the size check
+        try:
+            return self.on_text_now(text)
+        except Exception:
+            log.exception("relay_frame_failed", kind=self.kind)
+            self.outbox.close(1011, "internal error")
+            return True
+
     async def opened(self) -> None:
         return None
+
+    def on_text_now(self, text: str) -> bool:
+        """Handle a frame without awaiting, or return False (before any side effect)."""
+        return False
 
     async def on_text(self, text: str) -> None:
         raise NotImplementedError

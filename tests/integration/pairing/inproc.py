@@ -21,11 +21,13 @@ from metadata_relay.pairing.routes import routes as pairing_routes
 from metadata_relay.runtime import Runtime
 from tests.tools import free_port, free_tcp_udp_port
 
+PRODUCT_WS = "metadata_relay.pairing.wsproto:RelayWebSocketProtocol"  # as cli.serve() passes
+
 
 @asynccontextmanager
 async def serve_inproc(tmp_path: Path, limits: PairingLimits,
                        env: dict[str, str] | None = None,
-                       ws: str = "websockets-sansio") -> AsyncIterator[tuple[str, Path]]:
+                       ws: str = PRODUCT_WS) -> AsyncIterator[tuple[str, Path]]:
     db_path = tmp_path / "inproc.db"
     settings = load_settings({
         "SQLITE_DB_PATH": str(db_path), "TURN_PUBLIC_IP": "127.0.0.1",

@@ -1,5 +1,6 @@
 """The socket limits are the relay's own, not the WebSocket implementation's: they hold on
-uvicorn's legacy ``websockets`` implementation too (the product runs ``websockets-sansio``)."""
+uvicorn's legacy ``websockets`` implementation and on plain ``websockets-sansio`` (no
+synchronous lane, everything through ASGI) too; the product runs ``pairing/wsproto.py``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.integration.pairing.inproc import serve_inproc
     test_limits.test_slow_consumer_closed_with_1008,
     test_limits.test_client_message_rate_limit_closes_1008,
 ], ids=["1009", "slow-consumer-1008", "flood-1008"])
-async def test_limits_on_legacy_websockets(tmp_path: Path, check) -> None:
-    async with serve_inproc(tmp_path, PairingLimits(), ws="websockets") as (url, _):
+@pytest.mark.parametrize("ws", ["websockets", "websockets-sansio"])
+async def test_limits_on_other_implementations(tmp_path: Path, check, ws: str) -> None:
+    async with serve_inproc(tmp_path, PairingLimits(), ws=ws) as (url, _):
         await check(Relay(url))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,3 +100,17 @@ def test_b64_payload_is_json_safe() -> None:
     frame = protocol.relay_message_frame("sid", good)
     assert json.loads(frame) == {"type": "relay_message", "session_id": "sid", "payload": good}
     assert json.loads(protocol.message_frame(good)) == {"type": "message", "payload": good}
+
+
+_B64_GRAMMAR = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+
+
+@given(st.one_of(
+    st.text(alphabet="AZaz09+/_-=\"\\ é\n\x00", max_size=12),
+    st.text(max_size=12),
+))
+def test_b64_payload_accepts_exactly_the_base64_grammar(value: str) -> None:
+    """The translate-based check accepts the same strings as the grammar it replaced."""
+    assert protocol.b64_payload(value) == (_B64_GRAMMAR.fullmatch(value) is not None)
+    if protocol.b64_payload(value):
+        assert json.loads(protocol.message_frame(value))["payload"] == value
