@@ -16,6 +16,7 @@ STUN requests, Send/Data indications and anything unusual take the slow path thr
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import ctypes
@@ -111,16 +112,55 @@ class BatchedUdp:
             events = self.ep.poll(0, 4 * BATCH)
         except (OSError, ValueError):  # closed under us
             return
-        fd = self.fd
+        lfd = self.fd
         relays = self.relays
+        out = self.out
+        recv, u32, peer_q, view = out.recv, out.rx_u32, out.rx_name_q, out.view
+        tx_len, tx_name = out.tx_len, out.tx_name
+        hu, lu, hp = mmsg.HDR_U32, mmsg.LEN_U32, mmsg.HDR_PTRS
+        w = self.pending
         for rfd, _ev in events:
-            if rfd == fd:
+            if rfd == lfd:
                 self._drain_listener()
                 continue
             relay = relays.get(rfd)
-            if relay is not None:
-                self._drain_relay(relay)
-        if self.pending:
+            if relay is None:
+                continue
+            if w == BATCH:
+                self.pending = w
+                self._flush()
+                w = 0
+            n = recv(rfd, w, BATCH - w)
+            if not n:
+                continue
+            end = w + n
+            al = relay.al
+            if al.down is not None or not relay.v4:
+                w = self._relay_general(relay, w, end)
+                continue
+            # peer -> client over a channel: write the header in front, queue the slot
+            lens = u32[w * hu + lu : end * hu : hu].tolist()
+            keys = peer_q[w * 4 : end * 4 : 4].tolist()
+            peers, routes = relay.peers, al.in_routes
+            w0 = w
+            nb = k = 0
+            for j, ln, key in zip(range(w, end), lens, keys, strict=True):
+                ch = routes.get(peers.get(key))  # type: ignore[arg-type]
+                if ch is None or j != w or ln > MAX_UDP - 4:
+                    # not a bound channel, or compacting after a drop: the general path
+                    w = self._relay_general(relay, j, j + 1, w)
+                    continue
+                _CD_INTO(view, j * SLOT, ch, ln)
+                tx_len[2 * j + 1] = ln + 4
+                nb += ln
+                k += 1
+                w += 1
+            if w > w0:
+                tx_name[w0 * hp : w * hp : hp] = relay.ptrs[: w - w0]
+            al.pk_in += k
+            al.by_in += nb
+        self.pending = w
+        if w:
             self._flush()
 
     def _flush(self) -> None:
@@ -128,31 +168,79 @@ class BatchedUdp:
             self.out.send(self.fd, self.pending)
         self.pending = 0
 
+    def _relay_general(self, relay: BatchedRelay, start: int, end: int, w: int = -1) -> int:
+        """Datagrams ``start..end-1`` received on ``relay`` (slot ``j`` holds datagram ``j``,
+        4 bytes in), queued from slot ``w`` on (default ``start``): rate limit, Data
+        indications, drops and the compaction they need. Returns the next free slot."""
+        if w < 0:
+            w = start
+        out = self.out
+        u32, view, tx_len, tx_name = out.rx_u32, out.view, out.tx_len, out.tx_name
+        hu, lu, hp = mmsg.HDR_U32, mmsg.LEN_U32, mmsg.HDR_PTRS
+        al = relay.al
+        for j in range(start, end):
+            ln = u32[j * hu + lu]
+            key = relay.peer_key(j)
+            peer = relay.peers.get(key) or relay.learn(j, key)
+            if peer is None:
+                continue
+            b = al.down
+            if b is not None:
+                b.tokens -= ln
+                if b.tokens < 0:
+                    b.tokens += ln
+                    continue
+            ch = al.in_routes.get(peer)
+            wo = w * SLOT
+            if ch is not None and ln <= MAX_UDP - 4:
+                if w != j:  # an earlier datagram was dropped: close the gap
+                    jo = j * SLOT
+                    view[wo + 4 : wo + 4 + ln] = view[jo + 4 : jo + 4 + ln]
+                _CD_INTO(view, wo, ch, ln)
+                size = ln + 4
+            else:
+                if ln > MAX_UDP:
+                    continue
+                frame = relay.indication(bytes(view[j * SLOT + 4 : j * SLOT + 4 + ln]), peer)
+                if frame is None or len(frame) > MAX_UDP:
+                    continue
+                size = len(frame)
+                view[wo : wo + size] = frame
+            al.pk_in += 1
+            al.by_in += ln
+            tx_name[w * hp] = relay.client_ptr
+            tx_len[2 * w + 1] = size
+            w += 1
+        return w
+
     def _drain_listener(self) -> None:
         inb = self.inb
         fd, allocs, v4 = self.fd, self.allocs, self.v4
-        u32, view, names_q = inb.rx_u32, inb.view, inb.rx_name_q
-        hu, lu = mmsg.HDR_U32, mmsg.LEN_U32
+        u32, view, names_q, heads = inb.rx_u32, inb.view, inb.rx_name_q, inb.head_u32
+        hu, lu, step = mmsg.HDR_U32, mmsg.LEN_U32, SLOT // 4
         for _ in range(LISTENER_ROUNDS):
             n = inb.recv(fd, 0, BATCH)
-            for i in range(n):
-                ln = u32[i * hu + lu]
-                off = i * SLOT
-                if ln > SLOT or ln < 4:
+            if not n:
+                return
+            lens = u32[lu : n * hu : hu].tolist()
+            keys = names_q[0 : n * 4 : 4].tolist() if v4 else [
+                self._v6_key(i) for i in range(n)]
+            # the first 4 bytes of each datagram as a little-endian integer:
+            # byte 0 (type bits, channel high) is h & 0xFF ... byte 3 (length low) is h >> 24
+            for i, h, ln, key in zip(range(n), heads[0 : n * step : step].tolist(), lens, keys,
+                                     strict=True):
+                if h & 0xC0 != 0x40 or ln < 4:
                     if 0 < ln <= SLOT:
-                        self._stun(i, off, ln)
-                    continue
-                if view[off] & 0xC0 != 0x40:
-                    self._stun(i, off, ln)
+                        self._stun(i, i * SLOT, ln)
                     continue
                 # ChannelData: the hot path
-                al = allocs.get(names_q[i * 4] if v4 else self._v6_key(i))
+                al = allocs.get(key)
                 if al is None:
                     continue
-                peer = al.out_routes.get(view[off] << 8 | view[off + 1])
+                peer = al.out_routes.get((h & 0xFF) << 8 | (h >> 8 & 0xFF))
                 if peer is None:
                     continue
-                cl = view[off + 2] << 8 | view[off + 3]
+                cl = (h >> 8 & 0xFF00) | h >> 24
                 if cl + 4 > ln:
                     continue
                 b = al.up
@@ -163,8 +251,9 @@ class BatchedUdp:
                         continue
                 al.pk_out += 1
                 al.by_out += cl
+                off = i * SLOT + 4
                 try:
-                    al.relay.send_raw(view[off + 4 : off + 4 + cl], peer)  # type: ignore[union-attr]
+                    al.relay.send_raw(view[off : off + cl], peer)  # type: ignore[union-attr]
                 except OSError:
                     pass
             if n < BATCH:
@@ -186,59 +275,6 @@ class BatchedUdp:
         if response is not None:
             self.sendto(response, addr)
 
-    def _drain_relay(self, relay: BatchedRelay) -> None:
-        out = self.out
-        u32, view, peer_q = out.rx_u32, out.view, out.rx_name_q
-        tx_len, tx_name = out.tx_len, out.tx_name
-        hu, lu, hp = mmsg.HDR_U32, mmsg.LEN_U32, mmsg.HDR_PTRS
-        al = relay.al
-        routes, peers, fd, ptr, v4 = al.in_routes, relay.peers, relay.fd, relay.client_ptr, relay.v4
-        w = self.pending
-        for _ in range(2):
-            if w == BATCH:
-                self.pending = w
-                self._flush()
-                w = 0
-            n = out.recv(fd, w, BATCH - w)
-            for j in range(w, w + n):
-                ln = u32[j * hu + lu]
-                peer = peers.get(peer_q[j * 4] if v4 else relay.v6_key(j))
-                if peer is None:
-                    peer = relay.learn(j)
-                    if peer is None:
-                        continue
-                b = al.down
-                if b is not None:
-                    b.tokens -= ln
-                    if b.tokens < 0:
-                        b.tokens += ln
-                        continue
-                ch = routes.get(peer)
-                if ch is not None and ln <= MAX_UDP - 4:
-                    wo = w * SLOT
-                    if w != j:  # an earlier datagram of this read was dropped: close the gap
-                        jo = j * SLOT
-                        view[wo + 4 : wo + 4 + ln] = view[jo + 4 : jo + 4 + ln]
-                    _CD_INTO(view, wo, ch, ln)
-                    size = ln + 4
-                else:
-                    if ln > MAX_UDP:
-                        continue
-                    frame = relay.indication(bytes(view[j * SLOT + 4 : j * SLOT + 4 + ln]), peer)
-                    if frame is None or len(frame) > MAX_UDP:
-                        continue
-                    size = len(frame)
-                    wo = w * SLOT
-                    view[wo : wo + size] = frame
-                al.pk_in += 1
-                al.by_in += ln
-                tx_name[w * hp] = ptr
-                tx_len[2 * w + 1] = size
-                w += 1
-            if w < BATCH:
-                break
-        self.pending = w
-
 
 class BatchedRelay:
     """An allocation's relay socket on the :class:`BatchedUdp` epoll set (UDP clients)."""
@@ -258,6 +294,9 @@ class BatchedRelay:
         raw = mmsg.address_to_sockaddr(endpoint.family, al.client_addr[0], al.client_addr[1])
         self.client_sa = ctypes.create_string_buffer(raw, mmsg.SOCKADDR_SIZE)
         self.client_ptr = ctypes.addressof(self.client_sa)
+        self.ptrs = memoryview(array.array("Q" if mmsg.HDR_PTRS == 8 else "I",
+                                           [self.client_ptr] * BATCH))
+        """The client address pointer BATCH times (msg_name of a run of queued slots)."""
         self.closed = False
         endpoint.add(self)
 
@@ -265,11 +304,15 @@ class BatchedRelay:
         with contextlib.suppress(OSError):
             self.sock.sendto(data, addr)
 
-    def v6_key(self, j: int) -> bytes:
+    def peer_key(self, j: int) -> Any:
+        """The key of the peer address of datagram ``j`` of the outgoing batch."""
+        if self.v4:
+            return self.endpoint.out.rx_name_q[j * 4]
         start = j * mmsg.NAME_STRIDE
         return bytes(self.endpoint.out.rx_names[start : start + mmsg.SOCKADDR_SIZE])
 
-    def learn(self, j: int) -> Address | None:
+    def learn(self, j: int, key: Any) -> Address | None:
+        """Remember the (host, port) of datagram ``j``'s peer under ``key``."""
         start = j * mmsg.NAME_STRIDE
         raw = bytes(self.endpoint.out.rx_names[start : start + mmsg.SOCKADDR_SIZE])
         try:
@@ -281,7 +324,7 @@ class BatchedRelay:
         if len(self.peers) >= PEER_CACHE:
             self.peers.clear()
         peer = (host, port)
-        self.peers[raw_key(raw)] = peer
+        self.peers[key] = peer
         return peer
 
     def indication(self, data: bytes, peer: Address) -> bytes | None:

@@ -68,7 +68,8 @@ if _libc is not None:
 
 
 def available() -> bool:
-    return _libc is not None
+    """recvmmsg/sendmmsg are there (and the hot path's byte-order assumptions hold)."""
+    return _libc is not None and sys.byteorder == "little"
 
 
 class Batch:
@@ -91,6 +92,8 @@ class Batch:
         self._keep: list[Any] = []
         self.rx, _ = self._headers(self.rx_names, pad, slot - pad)
         self.tx, tx_iovs = self._headers(self.tx_names, 0, 0)
+        self.head_u32 = self.view.cast("I")
+        """``head_u32[i * slot // 4]``: the first 4 payload bytes of slot ``i`` (native order)."""
         self.rx_u32 = memoryview(self.rx).cast("B").cast("I")
         """``rx_u32[i * HDR_U32 + LEN_U32]``: length of received datagram ``i``."""
         self.tx_len = memoryview(tx_iovs).cast("B").cast("Q" if IOV == 16 else "I")
