@@ -24,7 +24,6 @@ import random
 import select
 import socket
 import struct
-import sys
 import time
 from typing import Any
 
@@ -44,16 +43,11 @@ MAX_UDP = 65507
 LISTENER_ROUNDS = 4
 """recvmmsg calls on the listener per wake-up at most (epoll is level-triggered: the rest
 waits for the next wake-up, so relay sockets get their turn)."""
+ADDRESS_CACHE = 4096
+"""Client addresses remembered by the listener's STUN path (raw -> (host, port))."""
 PEER_CACHE = 64
 """Raw peer addresses remembered per relay socket (raw -> (host, port))."""
 _CD_INTO = struct.Struct("!HH").pack_into
-
-
-def raw_key(raw: bytes) -> Any:
-    """The allocation key of a raw client address, as the hot path computes it."""
-    if int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET:
-        return int.from_bytes(raw[:8], sys.byteorder)
-    return bytes(raw[: mmsg.SOCKADDR_SIZE])
 
 
 class BatchedUdp:
@@ -70,6 +64,8 @@ class BatchedUdp:
         self.inb = mmsg.Batch(BATCH, SLOT)
         self.out = mmsg.Batch(BATCH, SLOT, pad=4)
         self.pending = 0
+        self.addresses: dict[Any, Address] = {}
+        """Raw client address key -> (host, port) for the STUN path (bounded)."""
         self.closed = False
         self.ep = select.epoll()
         self.ep.register(self.fd, select.EPOLLIN)
@@ -79,8 +75,10 @@ class BatchedUdp:
     # ---- the interface the component and the portable relays use ----------------------
 
     def sendto(self, data: bytes, addr: Address) -> None:
-        with contextlib.suppress(OSError):
+        try:  # (not contextlib.suppress: this is on the Send indication path)
             self.sock.sendto(data, addr)
+        except OSError:
+            pass
 
     def is_closing(self) -> bool:
         return self.closed
@@ -146,10 +144,11 @@ class BatchedUdp:
             nb = k = 0
             for j, ln, key in zip(range(w, end), lens, keys, strict=True):
                 ch = routes.get(peers.get(key))  # type: ignore[arg-type]
-                if ch is None or j != w or ln > MAX_UDP - 4:
-                    # not a bound channel, or compacting after a drop: the general path
-                    w = self._relay_general(relay, j, j + 1, w)
-                    continue
+                if ch is None or ln > MAX_UDP - 4:
+                    # not a bound channel (or too big): the rest of this read goes the
+                    # general way (Data indications, drops and the compaction they need)
+                    w = self._relay_general(relay, j, end, w)
+                    break
                 _CD_INTO(view, j * SLOT, ch, ln)
                 tx_len[2 * j + 1] = ln + 4
                 nb += ln
@@ -231,7 +230,7 @@ class BatchedUdp:
                                      strict=True):
                 if h & 0xC0 != 0x40 or ln < 4:
                     if 0 < ln <= SLOT:
-                        self._stun(i, i * SLOT, ln)
+                        self._stun(i, i * SLOT, ln, key)
                     continue
                 # ChannelData: the hot path
                 al = allocs.get(key)
@@ -263,15 +262,21 @@ class BatchedUdp:
         start = i * mmsg.NAME_STRIDE
         return bytes(self.inb.rx_names[start : start + mmsg.SOCKADDR_SIZE])
 
-    def _stun(self, i: int, off: int, ln: int) -> None:
-        start = i * mmsg.NAME_STRIDE
-        raw = bytes(self.inb.rx_names[start : start + mmsg.SOCKADDR_SIZE])
-        try:
-            addr = mmsg.sockaddr_to_address(raw)
-        except (OSError, ValueError):
-            return
-        response = self.server.handle(bytes(self.inb.view[off : off + ln]), raw_key(raw), addr,
-                                      False, time.time())
+    def _stun(self, i: int, off: int, ln: int, key: Any) -> None:
+        """A STUN message (or garbage) on the listener: the state machine answers it."""
+        addr = self.addresses.get(key)
+        if addr is None:
+            start = i * mmsg.NAME_STRIDE
+            try:
+                addr = mmsg.sockaddr_to_address(
+                    bytes(self.inb.rx_names[start : start + mmsg.SOCKADDR_SIZE]))
+            except (OSError, ValueError):
+                return
+            if len(self.addresses) >= ADDRESS_CACHE:
+                self.addresses.clear()
+            self.addresses[key] = addr
+        response = self.server.handle(bytes(self.inb.view[off : off + ln]), key, addr, False,
+                                      time.time())
         if response is not None:
             self.sendto(response, addr)
 
@@ -301,8 +306,10 @@ class BatchedRelay:
         endpoint.add(self)
 
     def sendto(self, data: bytes, addr: Address) -> None:
-        with contextlib.suppress(OSError):
+        try:  # (not contextlib.suppress: this is on the Send indication path)
             self.sock.sendto(data, addr)
+        except OSError:
+            pass
 
     def peer_key(self, j: int) -> Any:
         """The key of the peer address of datagram ``j`` of the outgoing batch."""
