@@ -69,11 +69,8 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
                 r.sendto(data[4:4 + n], peer_addr)
 
         listener, _ = await loop.create_datagram_endpoint(Listener, sock=lsock)
-        for _ in range(clients):
-            pass
-        # relays are created on the first datagram of a client: register via a hello
-        hello_sock = lsock
 
+        # a client's relay socket is created on its first datagram (b"hello")
         def register(addr: Any) -> None:
             async def make() -> None:
                 t, _ = await loop.create_datagram_endpoint(lambda: Relay(addr),
@@ -90,7 +87,6 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
             orig(self, data, addr)
 
         Listener.datagram_received = first  # type: ignore[method-assign]
-        del hello_sock
 
     async def run_epoll(loop: Any, lsock: socket.socket, peer_addr: Any, mode: str) -> None:
         from metadata_relay.turn import mmsg
@@ -103,7 +99,7 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
         out = mmsg.Batch(64, 2048, pad=HEADER)
         buf = bytearray(65536)
         bview = memoryview(buf)
-        HU, LU = mmsg.HDR_U32, mmsg.LEN_U32
+        HU, LU, NS = mmsg.HDR_U32, mmsg.LEN_U32, mmsg.NAME_STRIDE
         rxu, orxu, otx = inb.rx_u32, out.rx_u32, out.tx_len
         names, oview, onames = inb.rx_names, out.view, out.tx_names
         iview = inb.view
@@ -124,7 +120,7 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
                     n = inb.recv(lfd, 0, 64)
                     for i in range(n):
                         ln = rxu[i * HU + LU]
-                        key = bytes(names[i * 28:i * 28 + 16])
+                        key = bytes(names[i * NS:i * NS + 16])
                         r = by_key.get(key)
                         if r is None:
                             new_relay(key)
@@ -144,7 +140,7 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
                     ln = orxu[j * HU + LU]
                     off = j * 2048
                     oview[off:off + 4] = b"\x40\x00" + ln.to_bytes(2, "big")
-                    onames[j * 28:j * 28 + 16] = key
+                    onames[j * NS:j * NS + 16] = key
                     otx[2 * j + 1] = ln + 4
                 pending += n
             if pending:
