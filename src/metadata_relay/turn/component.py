@@ -10,7 +10,8 @@ from typing import Any
 
 from metadata_relay.config import Settings
 from metadata_relay.observability import get_logger
-from metadata_relay.turn import metrics
+from metadata_relay.turn import metrics, mmsg
+from metadata_relay.turn.batched import BatchedUdp
 from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnConfig, TurnServer
@@ -30,8 +31,12 @@ TCP_IDLE = 30.0
 class TurnComponent:
     name = "turn"
 
-    def __init__(self, settings: Settings, secrets: tuple[str, ...]) -> None:
+    def __init__(self, settings: Settings, secrets: tuple[str, ...],
+                 batched: bool | None = None) -> None:
         self.settings = settings
+        self.batched = mmsg.available() if batched is None else batched
+        """UDP through recvmmsg/sendmmsg on one epoll set (Linux), else the event loop's
+        datagram endpoints."""
         self.secrets = secrets
         self.server: TurnServer | None = None
         self.opener: RelayOpener | None = None
@@ -62,8 +67,11 @@ class TurnComponent:
         self.server = server
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
         sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
-        self.udp, _ = await loop.create_datagram_endpoint(
-            lambda: UdpListener(server), sock=sock)
+        if self.batched and mmsg.available():
+            self.udp = BatchedUdp(server, sock)
+        else:
+            self.udp, _ = await loop.create_datagram_endpoint(
+                lambda: UdpListener(server), sock=sock)
         self.opener.listener = self.udp
         try:
             self.tcp = await loop.create_server(
@@ -75,7 +83,8 @@ class TurnComponent:
         metrics.track(server)
         self.task = loop.create_task(self._housekeeping())
         log.info("turn_started", listen=f"{listen_ip}:{s.TURN_PORT}", relay_ip=public_ip,
-                 relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM)
+                 relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM,
+                 udp_io="batched" if isinstance(self.udp, BatchedUdp) else "event-loop")
 
     async def _housekeeping(self) -> None:
         assert self.server is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import Allocation
+from metadata_relay.turn.batched import BatchedRelay, BatchedUdp
 from metadata_relay.turn.codec import Address
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnServer
@@ -301,7 +302,11 @@ def _discard(data: bytes, addr: Address) -> None:
 
 
 class RelayOpener:
-    """Binds a free port of the relay range for a new allocation (``None``: range exhausted)."""
+    """Binds a free port of the relay range for a new allocation (``None``: range exhausted).
+
+    With a batched listener (:class:`~metadata_relay.turn.batched.BatchedUdp`, Linux) the relay
+    sockets of UDP clients join its epoll set; otherwise (and for TCP clients) each relay
+    socket is an event-loop datagram endpoint."""
 
     def __init__(self, bind_ip: str, pool: PortPool) -> None:
         self.bind_ip = bind_ip
@@ -310,13 +315,15 @@ class RelayOpener:
         self.listener: Any = None
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, al: Allocation, even: bool = False) -> UdpRelay | None:
+    def __call__(self, al: Allocation, even: bool = False) -> Any:
         for port in self.pool.candidates(even=even) or ():
             try:
                 sock = _udp_socket(self.family, self.bind_ip, port)
             except OSError:
                 continue
             self.pool.take(port)
+            if not al.tcp and isinstance(self.listener, BatchedUdp):
+                return BatchedRelay(self.listener, sock, port, self.pool, al)
             protocol: _RelayProtocol
             if al.tcp:
                 protocol = TcpClientRelay(al, al.client_key.transport)  # type: ignore[attr-defined]
