@@ -16,8 +16,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from bench._raw_asgi import app
 
 BODY = Path(os.environ.get("RAW_ASGI_BODY", "/dev/null")).read_bytes()
-STATIC = (b"content-type: application/json\r\ncontent-length: %d\r\netag: \"0123456789abcdef0123456789abcdef\"\r\n"
-          b"vary: accept-encoding\r\n" % len(BODY))
+STATIC = (b"content-type: application/json\r\ncontent-length: %d\r\n"
+          b"etag: \"0123456789abcdef0123456789abcdef\"\r\nvary: accept-encoding\r\n" % len(BODY))
 CORS = (b"access-control-allow-origin: *\r\n"
         b"access-control-expose-headers: x-request-id, x-cache, age, etag, retry-after\r\n")
 _rid = itertools.count(1)

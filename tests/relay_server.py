@@ -13,17 +13,22 @@ import uvicorn
 
 from metadata_relay.app import create_app
 from metadata_relay.config import load_settings
+from metadata_relay.http_fastpath import FastPathProtocol
 from tests.tools import free_port
 
 
 @contextlib.asynccontextmanager
-async def serve_relay(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[str]:
+async def serve_relay(tmp_path: Path, env: dict[str, str], *,
+                      fastpath: bool = True) -> AsyncIterator[str]:
+    """The app on uvicorn with the HTTP protocol ``cli.py serve`` uses (``fastpath=False``:
+    plain httptools, every request through ASGI)."""
     port = free_port()
     full = {"HOST": "127.0.0.1", "PORT": str(port), "TURN_ENABLED": "false",
             "SQLITE_DB_PATH": str(tmp_path / "relay.db"), **env}
     settings = load_settings(full)
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, lifespan="on",
-                            log_config=None, access_log=False, loop="none")
+                            log_config=None, access_log=False, loop="none",
+                            http=FastPathProtocol if fastpath else "httptools")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

@@ -36,6 +36,7 @@ def serve() -> None:
     import uvicorn
 
     from metadata_relay.app import create_app
+    from metadata_relay.http_fastpath import FastPathProtocol
     from metadata_relay.observability import configure_logging
 
     settings = settings_or_exit()
@@ -45,7 +46,7 @@ def serve() -> None:
         host=settings.HOST,
         port=settings.PORT,
         loop="uvloop",
-        http="httptools",
+        http=FastPathProtocol,  # httptools + fresh cache hits answered before ASGI (P1)
         ws="websockets-sansio",  # less CPU per message and RSS per socket (BENCHMARKS.md W1/W2)
         ws_max_size=64 * 1024,
         lifespan="on",
