@@ -171,7 +171,9 @@ class FastPathProtocol(HttpToolsProtocol):
             self._answered = True
         else:
             self.transport.close()
-        self.app_state[HITS_KEY].observe(label, status, started)
+        answers = self.app_state[HITS_KEY]
+        if answers.record(label, status, started):
+            self.loop.call_soon(answers.flush)  # once per loop iteration, not per hit
 
     # --- the decision ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ caller frames and writes them.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 import secrets
@@ -83,6 +84,32 @@ class RequestHeaders:
         return cls(rid, inm, accept)
 
 
+class _Pending:
+    """Deferred observations of one (route, status class): a count, a latency sum and the
+    histogram's bucket counts. Flushing writes the histogram's own bucket and sum values:
+    prometheus_client has no public call to add n observations at once (the unit tests
+    compare a flush with the same observations made through ``observe``)."""
+
+    __slots__ = ("bounds", "buckets", "count", "counter", "histogram", "total")
+
+    def __init__(self, children: tuple[Any, Any]) -> None:
+        self.counter, self.histogram = children
+        self.bounds: list[float] = list(self.histogram._upper_bounds)
+        self.buckets = [0] * len(self.bounds)
+        self.count = 0
+        self.total = 0.0
+
+    def flush(self) -> None:
+        self.counter.inc(self.count)
+        self.histogram._sum.inc(self.total)
+        for i, n in enumerate(self.buckets):
+            if n:
+                self.histogram._buckets[i].inc(n)
+                self.buckets[i] = 0
+        self.count = 0
+        self.total = 0.0
+
+
 class HitAnswers:
     """Per-process state of the proxy's answers: resolution memo, metric children, request-id
     counter. One instance is shared by the gateway and the fast path."""
@@ -95,6 +122,9 @@ class HitAnswers:
         # request ids: a random per-process prefix and a counter (unique, cheap)
         self._rid_prefix = secrets.token_hex(4).encode() + b"-"
         self._rid_counter = itertools.count(1)
+        # observations recorded by the fast path, not yet in the Prometheus children
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._dirty = False
 
     def resolve(self, path: str, qs: bytes) -> Resolved:
         """Route, forwarded params and cache key for a proxy path, or None (→ 404)."""
@@ -120,14 +150,42 @@ class HitAnswers:
             return bytes(given)
         return b"%s%x" % (self._rid_prefix, next(self._rid_counter))
 
-    def observe(self, label: str, status: int, started: float) -> None:
+    def _children(self, label: str, status: int) -> tuple[Any, Any]:
         children = self._metrics.get((label, status // 100))
         if children is None:
             children = (HTTP_REQUESTS.labels(label, f"{status // 100}xx"),
                         HTTP_LATENCY.labels(label))
             self._metrics[(label, status // 100)] = children
+        return children
+
+    def observe(self, label: str, status: int, started: float) -> None:
+        children = self._children(label, status)
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
+
+    def record(self, label: str, status: int, started: float) -> bool:
+        """:meth:`observe`, deferred: kept in plain numbers until :meth:`flush` adds them to
+        the same Prometheus children (a counter ``inc`` and a histogram ``observe`` take a
+        lock each and cost more than the rest of a fast hit's bookkeeping). Returns True when
+        this is the first record since the last flush (the caller schedules one)."""
+        seconds = time.perf_counter() - started
+        key = (label, status // 100)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending(self._children(label, status))
+        pending.count += 1
+        pending.total += seconds
+        pending.buckets[bisect.bisect_left(pending.bounds, seconds)] += 1
+        first = not self._dirty
+        self._dirty = True
+        return first
+
+    def flush(self) -> None:
+        """Add every deferred :meth:`record` to its Prometheus children."""
+        self._dirty = False
+        for pending in self._pending.values():
+            if pending.count:
+                pending.flush()
 
     def fresh(self, proxy: MetadataProxy, method: str, path: str, qs: bytes,
               rid: bytes | None, inm: bytes | None, accept: bytes | None
