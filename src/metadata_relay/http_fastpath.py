@@ -16,9 +16,9 @@ normal path, unchanged:
   stay in order), and any request while the transport's write buffer is over its high-water
   mark (uvicorn's ``send`` waits for the drain; a write here could not).
 
-Requests that arrive after a fast answer closed the connection (``Connection: close``,
-HTTP/1.0) in the same read are dropped, as uvicorn drops pipelined requests queued behind a
-response that closes. Access logging, ``limit_concurrency``, ``total_requests`` (for
+After an answer that closes the connection (``Connection: close``, HTTP/1.0) the parser
+ignores whatever else the client sent, on either path (uvicorn's ``lenient_data_after_close``).
+Access logging, ``limit_concurrency``, ``total_requests`` (for
 ``limit_max_requests``) and the keep-alive timeout behave as on uvicorn's path.
 """
 
@@ -97,7 +97,6 @@ class FastPathProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # the answer decided in on_headers_complete, written in on_message_complete
         self._pending: Pending | None = None
-        self._drop = False  # a request that arrived after a fast answer closed the connection
         self._answered = False  # a fast answer was written during this data_received
         # keep-alive after fast answers: one timer per connection, pushed forward by a
         # deadline instead of a call_later + cancel per request (uvicorn's own timer still
@@ -141,24 +140,13 @@ class FastPathProtocol(HttpToolsProtocol):
     # --- the parser's callbacks ------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        if self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self._drop = True
-            return
         pending = self._fast_answer(time.perf_counter())
         if pending is None:
             super().on_headers_complete()
         else:
             self._pending = pending
 
-    def on_body(self, body: bytes) -> None:
-        if self._drop:
-            return
-        super().on_body(body)
-
     def on_message_complete(self) -> None:
-        if self._drop:
-            self._drop = False
-            return
         pending = self._pending
         if pending is None:
             super().on_message_complete()
@@ -182,7 +170,7 @@ class FastPathProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.pipeline:
             return None  # an earlier request on this connection is still in the ASGI path
-        if self.flow.write_paused:
+        if self.flow.write_paused or self.transport.is_closing():
             return None
         state = self.app_state
         answers = state.get(HITS_KEY)
