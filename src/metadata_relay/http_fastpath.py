@@ -139,9 +139,25 @@ class FastPathProtocol(HttpToolsProtocol):
 
     # --- the parser's callbacks ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # uvicorn's per-request reset without the ASGI scope, which only requests that go
+        # down uvicorn's path need (built by _begin_asgi once the headers are in)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _begin_asgi(self) -> None:
+        """uvicorn's own on_message_begin (scope included) for a request parsed up to the
+        end of its headers: what it parsed so far is kept."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect
+        self.headers.extend(headers)  # the list the new scope holds
+
     def on_headers_complete(self) -> None:
         pending = self._fast_answer(time.perf_counter())
         if pending is None:
+            self._begin_asgi()
             super().on_headers_complete()
         else:
             self._pending = pending
@@ -222,6 +238,7 @@ class FastPathProtocol(HttpToolsProtocol):
 
     def _log_access(self, method: str, path: str, qs: bytes, status: int) -> None:
         """The line uvicorn's access logger writes for an answer from its path."""
+        self._begin_asgi()
         scope = self.scope
         http_version = self.parser.get_http_version()
         scope["method"] = method
