@@ -1,6 +1,7 @@
-"""Throwaway P1 prototype: uvicorn with an HttpToolsProtocol subclass that answers every
-complete body-less GET with prebuilt bytes below ASGI (a per-request join for date, age and
-request id), to see how far the fast path can go before building it properly."""
+"""P1 reference column ``proto``: uvicorn with an HttpToolsProtocol subclass that answers every
+GET with prebuilt bytes below ASGI (a per-request join for the date and request id) and no
+lookup, metrics or keep-alive timer: the ceiling for ``metadata_relay.http_fastpath``. It was
+the prototype measured before the fast path was built (BENCHMARKS.md, P1)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,11 @@
 
 Columns, interleaved per round (A B C [D]): ``ours`` (the metadata-relay entry point),
 ``nginx`` (proxy_cache HIT of the same body from the same fake upstream, 1 worker), ``raw``
-(a bare uvicorn raw-ASGI app returning the bytes: the Python ceiling, same uvicorn flags) and,
+(a bare uvicorn raw-ASGI app returning the bytes: the ceiling through ASGI, same flags) and,
 when the ``granian`` package is importable, ``granian`` (the relay's ASGI app under granian,
-1 worker) — run ``uv run --with granian python -m bench p1_cache_hit`` to include it.
+1 worker) — run ``uv run --with granian python -m bench p1_cache_hit`` to include it — and,
+with ``--proto``, ``proto`` (``bench/_fastpath_proto.py``: uvicorn whose HTTP protocol answers
+every GET with prebuilt bytes below ASGI, the ceiling for the relay's fast path).
 Headline figures are medians over rounds of the per-round ratios.
 """
 
