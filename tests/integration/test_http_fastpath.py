@@ -454,3 +454,29 @@ async def access_log_run(tmp_path: Path, upstream: FakeUpstream) -> None:
             length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
             await reader.readexactly(length)
         writer.close()
+
+
+def metric(svc: ServiceProcess, line_start: str) -> float:
+    with urllib.request.urlopen(svc.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_fast_hits_are_in_the_request_and_cache_metrics(svc: ServiceProcess) -> None:
+    series = [
+        'relay_http_requests_total{route="/tmdb/tv/shows/{id}",status="2xx"}',
+        'relay_http_request_duration_seconds_count{route="/tmdb/tv/shows/{id}"}',
+        'relay_http_request_duration_seconds_bucket{le="+Inf",route="/tmdb/tv/shows/{id}"}',
+        'relay_cache_requests_total{result="hit"}',
+    ]
+    before = [metric(svc, s) for s in series]
+    hits = fast_hits(svc)
+    with Conn(svc.port) as c:
+        c.send(req(WARM) * 3)
+        assert [c.response().get("x-cache") for _ in range(3)] == ["HIT"] * 3
+    assert fast_hits(svc) == hits + 3
+    after = [metric(svc, s) for s in series]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3, 3, 3], (before, after)
