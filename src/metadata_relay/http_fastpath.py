@@ -47,14 +47,14 @@ _targets: dict[bytes, tuple[str, bytes] | None] = {}
 def split_target(url: bytes, root_path: str) -> tuple[str, bytes] | None:
     """``scope["path"]`` and ``scope["query_string"]`` as uvicorn's httptools protocol derives
     them from the request target (memoised: clients repeat their targets), or None for a
-    target uvicorn's path must answer (not ASCII, unparseable)."""
+    target uvicorn's path must answer (not ASCII, no path, unparseable)."""
     if url in _targets:
         split = _targets[url]
     else:
         try:
             parsed = httptools.parse_url(url)
-            path = parsed.path.decode("ascii")
-        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            path = parsed.path.decode("ascii")  # None for "http://host": uvicorn fails it too
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, AttributeError):
             split = None
         else:
             if "%" in path:

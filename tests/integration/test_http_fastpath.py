@@ -337,6 +337,7 @@ BAD_REQUESTS = [
     b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nno colon here\r\n\r\n",
     b"GET /tmdb/tv/shows/1399 HTTP/9.9\r\nhost: x\r\n\r\n",
     b"GET /tmdb/\xff\xfe HTTP/1.1\r\nhost: x\r\n\r\n",
+    b"GET http://127.0.0.1 HTTP/1.1\r\nhost: x\r\n\r\n",  # absolute form without a path
     b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nx-request-id: a\x01b\r\n\r\n",
     b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
     b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
