@@ -1,5 +1,6 @@
 """Cache-hit path cost breakdown: microseconds per request of each piece of the gateway's
-hit path, timed in-process (no sockets), plus uvicorn's per-header validation cost.
+hit path and of the HTTP fast path below ASGI, timed in-process (no sockets), plus uvicorn's
+per-header validation cost.
 
 Complements P1 (which measures the whole server under wrk): this says where the relay's
 per-request Python time goes, so optimisations can be chosen by measured cost.
@@ -18,13 +19,18 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
+import uvicorn
+import uvloop
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+from uvicorn.server import ServerState
 
 from bench._report import Report
 from metadata_relay.config import load_settings
 from metadata_relay.http_edge import EdgeMiddleware, request_id_from
+from metadata_relay.http_fastpath import FastPathProtocol
 from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
+from metadata_relay.metadata.hits import HITS_KEY, HitAnswers, RequestHeaders
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.metadata.routes import forwarded_params, match
 from metadata_relay.observability import HTTP_LATENCY, HTTP_REQUESTS
@@ -77,6 +83,43 @@ def uvicorn_header_loop(headers: list[tuple[bytes, bytes]]) -> None:
             pass
         content.extend([name, b": ", value, b"\r\n"])
     b"".join(content)
+
+
+class _NullTransport:
+    """Swallows writes: the fast path's cost without the socket."""
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default)
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+
+def fast_path_protocol(proxy: MetadataProxy) -> FastPathProtocol:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a fresh hit must not reach ASGI")
+
+    config = uvicorn.Config(app, http=FastPathProtocol, access_log=False, server_header=False,
+                            log_config=None)
+    state = ServerState()
+    state.default_headers = [(b"date", b"Thu, 26 Nov 2026 23:13:26 GMT")]
+    protocol = FastPathProtocol(config, state, {HITS_KEY: HitAnswers(), STATE_KEY: proxy},
+                                _loop=uvloop.new_event_loop())
+    protocol.connection_made(_NullTransport())  # type: ignore[arg-type]
+    return protocol
 
 
 def main(argv: list[str]) -> int:
@@ -136,11 +179,20 @@ def main(argv: list[str]) -> int:
     piece("proxy.fresh_hit (LRU + prometheus inc)", per_call_us(
         lambda: proxy.fresh_hit(key, time.time()), n, rep))
     piece("  of which CACHE_RESULTS hit .inc()", per_call_us(proxy._hit_counter.inc, n, rep))
-    piece("gateway._observe (2x labels() + inc + observe)", per_call_us(
-        lambda: gateway._observe("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
+    piece("answers.observe (cached children: inc + observe)", per_call_us(
+        lambda: gateway.answers.observe("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
+    piece("answers.record (fast path's deferred observe)", per_call_us(
+        lambda: gateway.answers.record("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
+    gateway.answers.flush()
     piece("gateway._send_entry (headers + 2 sends)", async_per_call_us(
         lambda: gateway._send_entry(noop_send, entry, "HIT", time.time(),  # type: ignore[arg-type]
-                                    b"0123456789abcdef", None, None, "GET"), n, rep))
+                                    b"0123456789abcdef", RequestHeaders(), "GET"), n, rep))
+    piece("fast path: answers.fresh (lookup + header lines)", per_call_us(
+        lambda: gateway.answers.fresh(proxy, "GET", PATH, b"", None, None, None), n, rep))
+    protocol = fast_path_protocol(proxy)
+    request = b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+    piece("fast path: whole hit, FastPathProtocol.data_received (no socket)", per_call_us(
+        lambda: protocol.data_received(request), n, rep))
     piece(f"uvicorn header loop, relay's {len(relay_headers)} headers", per_call_us(
         lambda: uvicorn_header_loop(relay_headers), n, rep))
     piece(f"uvicorn header loop, raw app's {len(raw_headers)} headers", per_call_us(

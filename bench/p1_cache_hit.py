@@ -2,9 +2,11 @@
 
 Columns, interleaved per round (A B C [D]): ``ours`` (the metadata-relay entry point),
 ``nginx`` (proxy_cache HIT of the same body from the same fake upstream, 1 worker), ``raw``
-(a bare uvicorn raw-ASGI app returning the bytes: the Python ceiling, same uvicorn flags) and,
+(a bare uvicorn raw-ASGI app returning the bytes: the ceiling through ASGI, same flags) and,
 when the ``granian`` package is importable, ``granian`` (the relay's ASGI app under granian,
-1 worker) — run ``uv run --with granian python -m bench p1_cache_hit`` to include it.
+1 worker) — run ``uv run --with granian python -m bench p1_cache_hit`` to include it — and,
+with ``--proto``, ``proto`` (``bench/_fastpath_proto.py``: uvicorn whose HTTP protocol answers
+every GET with prebuilt bytes below ASGI, the ceiling for the relay's fast path).
 Headline figures are medians over rounds of the per-round ratios.
 """
 
@@ -74,6 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk -c (spec: 64)")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="unrecorded wrk seconds per column (0: none)")
+    p.add_argument("--proto", action="store_true", help="add the fast-path prototype column")
     p.add_argument("--no-granian", action="store_true", help="skip the granian column")
     return p.parse_args(argv)
 
@@ -167,6 +170,15 @@ def main(argv: list[str]) -> int:
         stack.callback(raw.stop)
         urls["raw"] = f"http://127.0.0.1:{rport}{RELAY_PATH}"
         pids["raw"] = raw.pid
+
+        if args.proto:
+            pport = free_port()
+            proto = _procs.start("proto", [sys.executable, "-m", "bench._fastpath_proto",
+                                           str(pport)], tmp, f"http://127.0.0.1:{pport}/",
+                                 {"RAW_ASGI_BODY": str(body_file)})
+            stack.callback(proto.stop)
+            urls["proto"] = f"http://127.0.0.1:{pport}{RELAY_PATH}"
+            pids["proto"] = proto.pid
 
         if use_granian:
             (tmp / "granian").mkdir()

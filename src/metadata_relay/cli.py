@@ -36,7 +36,9 @@ def serve() -> None:
     import uvicorn
 
     from metadata_relay.app import create_app
+    from metadata_relay.http_fastpath import FastPathProtocol
     from metadata_relay.observability import configure_logging
+    from metadata_relay.pairing.wsproto import RelayWebSocketProtocol
 
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
@@ -45,8 +47,8 @@ def serve() -> None:
         host=settings.HOST,
         port=settings.PORT,
         loop="uvloop",
-        http="httptools",
-        ws="metadata_relay.pairing.wsproto:RelayWebSocketProtocol",  # BENCHMARKS.md W1
+        http=FastPathProtocol,  # httptools + fresh cache hits answered before ASGI (P1)
+        ws=RelayWebSocketProtocol,  # websockets-sansio + the synchronous relay lane (W1)
         ws_max_size=64 * 1024,
         lifespan="on",
         log_config=None,

@@ -47,6 +47,8 @@ class Entry:
     gzip_body: bytes | None = None
     # header blocks for the fast path, built once per entry
     _headers: dict[bool, list[tuple[bytes, bytes]]] = field(default_factory=dict, repr=False)
+    # the same blocks rendered as header lines for the HTTP fast path (None: the 304's etag)
+    _blocks: dict[bool | None, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, status: int, content_type: str, body: bytes, ttl: float,
@@ -80,6 +82,21 @@ class Entry:
             if gzipped:
                 block.append((b"content-encoding", b"gzip"))
             self._headers[gzipped] = block
+        return block
+
+    def static_block(self, gzipped: bool) -> bytes:
+        """:meth:`static_headers` as ``name: value\\r\\n`` lines."""
+        block = self._blocks.get(gzipped)
+        if block is None:
+            block = b"".join(b"%s: %s\r\n" % h for h in self.static_headers(gzipped))
+            self._blocks[gzipped] = block
+        return block
+
+    def etag_block(self) -> bytes:
+        """The etag header line (a 304's only entry header)."""
+        block = self._blocks.get(None)
+        if block is None:
+            block = self._blocks[None] = b"etag: %s\r\n" % self.etag.encode()
         return block
 
     # --- serialisation for the persistent tiers -----------------------------------------

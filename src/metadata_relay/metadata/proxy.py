@@ -98,6 +98,7 @@ class MetadataProxy:
             if settings.TVDB_API_KEY else None
         )
         self.hits = self.misses = self.stale = 0
+        self.fast_hits = 0  # of the hits, those answered below ASGI (http_fastpath.py)
         self._flights: dict[str, asyncio.Future[Reply]] = {}
         self._refreshing: dict[Provider, int] = {"tmdb": 0, "tvdb": 0}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -138,6 +139,7 @@ class MetadataProxy:
             "utilization_pct": round(100 * self.memory.bytes / self.memory.max_bytes, 2)
             if self.memory.max_bytes else 0.0,
             "hits": self.hits,
+            "fast_path_hits": self.fast_hits,
             "misses": self.misses,
             "stale": self.stale,
             "total_requests": total,
@@ -153,7 +155,7 @@ class MetadataProxy:
     # --- lookups --------------------------------------------------------------------------
 
     def fresh_hit(self, key: str, now: float) -> Entry | None:
-        """Synchronous memory-tier hit for the gateway's fast path (counts the hit)."""
+        """Synchronous memory-tier hit for the hit paths in front of :meth:`serve` (counts it)."""
         entry = self.memory.get(key)
         if entry is not None and now < entry.expires_at:
             self.hits += 1
