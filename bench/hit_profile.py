@@ -91,6 +91,9 @@ class _NullTransport:
     def write(self, data: bytes) -> None:
         return None
 
+    def writelines(self, data: Any) -> None:
+        return None
+
     def is_closing(self) -> bool:
         return False
 
