@@ -307,10 +307,11 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
 
 
 async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
-                        pid: int, slot: float) -> list[dict[str, float]]:
+                        pid: int, slot: float, ping_every: float = 20.0
+                        ) -> list[dict[str, float]]:
     rows = []
     pairs = await RawPairs.open(url, n, "lat")
-    pinger = pairs.keepalive()
+    pinger = pairs.keepalive(ping_every) if ping_every > 0 else None
     for rate in rates:
         row = await latency(pairs, seconds, rate, pid, slot)
         print(f"  latency {len(pairs.instances)} pairs x {rate:g} msg/s: p50 "
@@ -324,7 +325,8 @@ async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
               f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s",
               flush=True)
         rows.append(row)
-    pinger.cancel()
+    if pinger is not None:
+        pinger.cancel()
     await pairs.close()
     return rows
 
@@ -372,7 +374,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await pairs.close()
             results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
                 url, args.latency_pairs, args.seconds * 2, args.rates, proc.pid,
-                args.slot_ms / 1000)}
+                args.slot_ms / 1000, args.ping_every)}
     finally:
         echo.terminate()
         echo.wait(10)
@@ -387,6 +389,8 @@ def main() -> None:
     p.add_argument("--latency-pairs", type=int, default=1000)
     p.add_argument("--slot-ms", type=float, default=1.0,
                    help="latency run: sending slot (frames due in one slot are sent together)")
+    p.add_argument("--ping-every", type=float, default=20.0,
+                   help="latency run: each instance's ping period in s (0: no pings)")
     p.add_argument("--latency-only", action="store_true",
                    help="skip the closed-loop throughput rounds")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
