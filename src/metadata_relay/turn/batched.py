@@ -184,11 +184,8 @@ class BatchedUdp:
             if peer is None:
                 continue
             b = al.down
-            if b is not None:
-                b.tokens -= ln
-                if b.tokens < 0:
-                    b.tokens += ln
-                    continue
+            if b is not None and not b.take(ln):
+                continue
             ch = al.in_routes.get(peer)
             wo = w * SLOT
             if ch is not None and ln <= MAX_UDP - 4:
@@ -243,11 +240,8 @@ class BatchedUdp:
                 if cl + 4 > ln:
                     continue
                 b = al.up
-                if b is not None:
-                    b.tokens -= cl
-                    if b.tokens < 0:
-                        b.tokens += cl
-                        continue
+                if b is not None and not b.take(cl):
+                    continue
                 al.pk_out += 1
                 al.by_out += cl
                 off = i * SLOT + 4

@@ -1,6 +1,6 @@
 """Token bucket (bytes per second with a burst), refilled from an explicit clock.
 
-The relay hot path only does ``bucket.tokens -= n`` and checks the sign; the periodic tick
+The relay hot path only calls :meth:`TokenBucket.take` (no clock read); the periodic tick
 calls :meth:`TokenBucket.refill`.
 """
 

@@ -77,11 +77,8 @@ class UdpListener(asyncio.DatagramProtocol):
                 if n + 4 > len(data):
                     return
                 b = al.up
-                if b is not None:
-                    b.tokens -= n
-                    if b.tokens < 0:
-                        b.tokens += n
-                        return
+                if b is not None and not b.take(n):
+                    return
                 al.pk_out += 1
                 al.by_out += n
                 al.relay.sendto(data[4 : 4 + n], peer)  # type: ignore[union-attr]
@@ -150,11 +147,8 @@ class TcpConnection(asyncio.Protocol):
                 return
             n = frame[2] << 8 | frame[3]
             b = al.up
-            if b is not None:
-                b.tokens -= n
-                if b.tokens < 0:
-                    b.tokens += n
-                    return
+            if b is not None and not b.take(n):
+                return
             al.pk_out += 1
             al.by_out += n
             al.relay.sendto(frame[4 : 4 + n], peer)  # type: ignore[union-attr]
@@ -182,6 +176,32 @@ class _RelayProtocol(asyncio.DatagramProtocol):
             return None
         return c.data_indication((addr[0], addr[1]), data, random.randbytes(12))
 
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """A peer's datagram to the client: ChannelData when the peer has a channel, else a
+        Data indication if it has a permission; charged to the allocation's down bucket."""
+        ch = self.in_routes.get(addr)
+        al = self.al
+        n = len(data)
+        b = al.down
+        if b is not None and not b.take(n):
+            return
+        if ch is not None:
+            frame = self._channel_data(ch, data, n)
+        else:
+            indication = self._indication(data, addr)
+            if indication is None:
+                return
+            frame = indication
+        al.pk_in += 1
+        al.by_in += n
+        self._deliver(frame)
+
+    def _deliver(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
+        raise NotImplementedError
+
 
 class UdpClientRelay(_RelayProtocol):
     """Relay socket of an allocation whose client is on UDP."""
@@ -191,26 +211,11 @@ class UdpClientRelay(_RelayProtocol):
         self.client_addr = al.client_addr
         self.listener = listener
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        ch = self.in_routes.get(addr)
-        al = self.al
-        n = len(data)
-        b = al.down
-        if b is not None:
-            b.tokens -= n
-            if b.tokens < 0:
-                b.tokens += n
-                return
-        if ch is not None:
-            al.pk_in += 1
-            al.by_in += n
-            self.listener.sendto(_CD(ch, n) + data, self.client_addr)
-            return
-        frame = self._indication(data, addr)
-        if frame is not None:
-            al.pk_in += 1
-            al.by_in += n
-            self.listener.sendto(frame, self.client_addr)
+    def _deliver(self, data: bytes) -> None:
+        self.listener.sendto(data, self.client_addr)
+
+    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
+        return _CD(ch, n) + data
 
 
 class TcpClientRelay(_RelayProtocol):
@@ -221,28 +226,15 @@ class TcpClientRelay(_RelayProtocol):
         self.stream = stream
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        stream = self.stream
-        if stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
+        if self.stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
             return  # a slow TCP client loses datagrams, as UDP would
-        ch = self.in_routes.get(addr)
-        al = self.al
-        n = len(data)
-        b = al.down
-        if b is not None:
-            b.tokens -= n
-            if b.tokens < 0:
-                b.tokens += n
-                return
-        if ch is not None:
-            al.pk_in += 1
-            al.by_in += n
-            stream.write(_CD(ch, n) + data + _PAD[n & 3])
-            return
-        frame = self._indication(data, addr)
-        if frame is not None:
-            al.pk_in += 1
-            al.by_in += n
-            stream.write(frame)
+        super().datagram_received(data, addr)
+
+    def _deliver(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
+        return _CD(ch, n) + data + _PAD[n & 3]
 
 
 class UdpRelay:
