@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+
+from bench._procs import stop_process
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,12 +60,7 @@ def service(
                 time.sleep(0.05)
             yield url, proc
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
             log.close()
 
 

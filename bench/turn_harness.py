@@ -12,7 +12,6 @@ import platform
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._procs import stop_process
 
 SECRET = "bench-turn-secret"
 REALM = "bench.example"
@@ -128,12 +129,7 @@ def ours(ports: int = 1000, extra: dict[str, str] | None = None) -> Iterator[Ser
                 time.sleep(0.05)
             yield server
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
 
 
 @contextlib.contextmanager
@@ -153,12 +149,7 @@ def coturn(ports: int = 1000) -> Iterator[Server]:
             wait_stun(port)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
 
 
 def wait_stun(port: int, timeout: float = 20) -> None:
