@@ -9,6 +9,10 @@ echo, ...; median of the rounds.
 Latency: 1,000 pairs x 10 msg/s (5/s each direction, fixed phases), one-way latency from a
 timestamp in the payload (both ends live in this process: one clock). The latency run uses a
 lean client (``bench/_rawws.py``) so the load generator's CPU competes less with the relay.
+At each rate the same run is repeated against the bare ``websockets`` echo server (the spec's
+reference) and a bare asyncio echo (``bench/_rawecho.py``: no framework, no JSON; the floor of
+a Python server on this machine), one right after the other, so the three latencies share the
+machine's conditions (``--no-reference-latency`` skips them).
 
 ``uv run python -m bench w1 [--rounds 3] [--seconds 4] [--pairs 100,1000]``
 """
@@ -306,39 +310,71 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
             "load_generator_cpu_us_per_msg": round(1e6 * gen_cpu / n, 1) if n else float("nan")}
 
 
+class EchoPairs(RawPairs):
+    """2N lean connections to an echo server, shaped like :class:`RawPairs` so the latency
+    harness drives a reference exactly as it drives the relay (each frame comes back to its
+    sender: the same gen -> server -> gen path as a relayed frame)."""
+
+    @classmethod
+    async def open_echo(cls, port: int, n: int) -> EchoPairs:
+        self = cls()
+        self.instances = await gather_limited(
+            [RawWS.connect("127.0.0.1", port, "/") for _ in range(n)], 100)
+        self.clients = await gather_limited(
+            [RawWS.connect("127.0.0.1", port, "/") for _ in range(n)], 100)
+        self.sessions = ["-" * 22] * n
+        return self
+
+
+def print_latency(name: str, n: int, row: dict[str, float]) -> None:
+    print(f"  latency {name}, {n} pairs x {row['rate_per_pair']:g} msg/s: p50 "
+          f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, achieved "
+          f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; "
+          f"{row['over_5ms_pct']}% > 5 ms in {row['windows_100ms_with_over_5ms']} 100 ms "
+          f"windows; CPU server "
+          f"{row['server_cpu_pct']}% ({row['server_cpu_us_per_msg']} us/msg), load generator "
+          f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg); "
+          f"waiting for a CPU: server {row['server_runqueue_wait_ms_per_s']} ms/s, "
+          f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s", flush=True)
+
+
 async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
-                        pid: int, slot: float, ping_every: float = 20.0
-                        ) -> list[dict[str, float]]:
-    rows = []
-    pairs = await RawPairs.open(url, n, "lat")
-    pinger = pairs.keepalive(ping_every) if ping_every > 0 else None
+                        pid: int, slot: float, ping_every: float = 20.0,
+                        references: dict[str, tuple[int, int]] | None = None
+                        ) -> dict[str, list[dict[str, float]]]:
+    """The relay's latency at each rate, each followed by the same run against every
+    reference server (name -> (port, pid)): one after the other, so they share the machine's
+    conditions of the moment."""
+    targets: dict[str, tuple[RawPairs, int]] = {"relay": (await RawPairs.open(url, n, "lat"),
+                                                          pid)}
+    for name, (port, ref_pid) in (references or {}).items():
+        targets[name] = (await EchoPairs.open_echo(port, n), ref_pid)
+    pinger = targets["relay"][0].keepalive(ping_every) if ping_every > 0 else None
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
     for rate in rates:
-        row = await latency(pairs, seconds, rate, pid, slot)
-        print(f"  latency {len(pairs.instances)} pairs x {rate:g} msg/s: p50 "
-              f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, achieved "
-              f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; "
-              f"{row['over_5ms_pct']}% > 5 ms in {row['windows_100ms_with_over_5ms']} 100 ms "
-              f"windows; CPU server "
-              f"{row['server_cpu_pct']}% ({row['server_cpu_us_per_msg']} us/msg), load generator "
-              f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg); "
-              f"waiting for a CPU: server {row['server_runqueue_wait_ms_per_s']} ms/s, "
-              f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s",
-              flush=True)
-        rows.append(row)
+        for name, (pairs, target_pid) in targets.items():
+            row = await latency(pairs, seconds, rate, target_pid, slot)
+            print_latency(name, n, row)
+            rows[name].append(row)
     if pinger is not None:
         pinger.cancel()
-    await pairs.close()
+    for pairs, _ in targets.values():
+        await pairs.close()
     return rows
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"throughput": {}, "latency": None}
-    echo_port = free_port()
+    echo_port, raw_port = free_port(), free_port()
+    root = Path(__file__).parent.parent
     echo = subprocess.Popen([sys.executable, "-m", "bench._echo", str(echo_port)],
-                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE)
+                            cwd=root, stdout=subprocess.PIPE)
+    raw = subprocess.Popen([sys.executable, "-m", "bench._rawecho", str(raw_port)],
+                           cwd=root, stdout=subprocess.PIPE)
     try:
-        assert echo.stdout is not None
-        echo.stdout.readline()
+        for ref in (echo, raw):
+            assert ref.stdout is not None
+            ref.stdout.readline()
         with service() as (url, proc):
             for n in ([] if args.latency_only else args.pairs):
                 pairs = await Pairs.open(url, n, f"n{n}")
@@ -372,12 +408,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
                 pinger.cancel()
                 await pairs.close()
+            references = {} if args.no_reference_latency else {
+                "websockets echo": (echo_port, echo.pid), "bare asyncio echo": (raw_port, raw.pid)}
             results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
                 url, args.latency_pairs, args.seconds * 2, args.rates, proc.pid,
-                args.slot_ms / 1000, args.ping_every)}
+                args.slot_ms / 1000, args.ping_every, references)}
     finally:
-        echo.terminate()
-        echo.wait(10)
+        for ref in (echo, raw):
+            ref.terminate()
+            ref.wait(10)
     return results
 
 
@@ -391,6 +430,8 @@ def main() -> None:
                    help="latency run: sending slot (frames due in one slot are sent together)")
     p.add_argument("--ping-every", type=float, default=20.0,
                    help="latency run: each instance's ping period in s (0: no pings)")
+    p.add_argument("--no-reference-latency", action="store_true",
+                   help="latency run: skip the same run against the two echo servers")
     p.add_argument("--latency-only", action="store_true",
                    help="skip the closed-loop throughput rounds")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
@@ -405,7 +446,10 @@ def main() -> None:
               f"{t['median_relay_cpu_us_per_msg']:.0f} us, "
               f"echo {t['median_echo_cpu_us_per_msg']:.0f} us")
     lat = results["latency"]
-    for row in lat["sweep"]:
-        print(f"W1 latency {lat['pairs']} pairs x {row['rate_per_pair']:g} msg/s: one-way p50 "
-              f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms (target < 5 ms at 10 msg/s), "
-              f"achieved {row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s")
+    for name, rows in lat["sweep"].items():
+        for row in rows:
+            print(f"W1 latency {name}, {lat['pairs']} pairs x {row['rate_per_pair']:g} msg/s: "
+                  f"one-way p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
+                  f"{' (target < 5 ms at 10 msg/s)' if name == 'relay' else ''}, server "
+                  f"{row['server_cpu_us_per_msg']} us/msg, waited for a CPU "
+                  f"{row['server_runqueue_wait_ms_per_s']} ms/s")
