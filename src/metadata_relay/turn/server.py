@@ -109,16 +109,16 @@ class TurnServer:
         self.user_counts[al.user] -= 1
         if self.user_counts[al.user] <= 0:
             del self.user_counts[al.user]
+        al.out_routes.clear()
+        al.in_routes.clear()
+        if al.relay is not None:
+            al.relay.close()  # first: an edge may settle the allocation's counters here
+            al.relay = None
         t = self.closed_totals
         t[0] += al.pk_out
         t[1] += al.by_out
         t[2] += al.pk_in
         t[3] += al.by_in
-        al.out_routes.clear()
-        al.in_routes.clear()
-        if al.relay is not None:
-            al.relay.close()
-            al.relay = None
 
     def tick(self, now: float) -> None:
         """Expire what is due; refill bandwidth buckets."""
