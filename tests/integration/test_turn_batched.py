@@ -24,6 +24,7 @@ from metadata_relay.turn import mmsg, native
 from metadata_relay.turn.batched import MAX_UDP, BatchedUdp
 from metadata_relay.turn.component import TurnComponent
 from tests.interop.turn.support import (
+    FORWARDING,
     SECRET,
     StunClient,
     code,
@@ -173,8 +174,10 @@ async def test_release_returns_sockets_and_ports(batched: bool, native_fw: bool)
         await comp.stop()
 
 
-def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path) -> None:
-    with turn_service(tmp_path) as svc:
+@FORWARDING
+def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path,
+                                                              forwarding: str) -> None:
+    with turn_service(tmp_path, forwarding) as svc:
         cl, peer = Client(turn_port(svc), user="garbage"), sink()
         try:
             relay = cl.allocate()
@@ -218,9 +221,10 @@ def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path) ->
             peer.close()
 
 
-def test_ipv6_loopback_relays_both_ways(tmp_path: Path) -> None:
+@FORWARDING
+def test_ipv6_loopback_relays_both_ways(tmp_path: Path, forwarding: str) -> None:
     env = {"TURN_LISTEN_IP": "::1", "TURN_PUBLIC_IP": "::1", "TURN_ALLOWED_PEERS": "::1/128"}
-    with turn_service(tmp_path, allow_loopback=False, env=env) as svc:
+    with turn_service(tmp_path, forwarding, allow_loopback=False, env=env) as svc:
         cl, peer, other = Client(turn_port(svc), host="::1", user="six"), sink("::1"), sink("::1")
         try:
             relay = cl.allocate()

@@ -290,16 +290,16 @@ class TurnServer:
             return self._error(msg, 486, key)
         lifetime = self._lifetime(msg) or self.config.default_lifetime
         new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime)
+        rate = self.config.max_rate
+        if rate > 0:  # before the opener: the edge may copy the buckets (C forwarder)
+            burst = max(rate, 65536)
+            new.up = TokenBucket(rate, burst, now)
+            new.down = TokenBucket(rate, burst, now)
         relay = self.opener(new, even is not None)
         if relay is None:
             return self._error(msg, 508, key)
         new.relay = relay
         new.relay_addr = (self.config.relay_ip, relay.port)
-        rate = self.config.max_rate
-        if rate > 0:
-            burst = max(rate, 65536)
-            new.up = TokenBucket(rate, burst, now)
-            new.down = TokenBucket(rate, burst, now)
         self.allocations[client_key] = new
         self.user_counts[user] += 1
         self.allocations_total += 1
