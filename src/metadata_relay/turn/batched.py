@@ -9,10 +9,10 @@ only needs its header written in front, and the whole batch goes to the clients 
 IPv4): no ``inet_ntop``, no tuple and no string per datagram. Allocations of UDP clients are
 keyed by that raw address (``TurnServer`` treats the client key as opaque).
 
-With ``native=True`` (and :mod:`metadata_relay.turn.native` importable) the per-datagram work of
-bound channels moves into the C forwarder: one ``Forwarder.poll`` per wake-up drains every
-ready socket, forwards ChannelData both ways and hands back only what needs Python (STUN,
-Send/Data indications, misses), which then takes the same slow paths as below.
+With ``native_forwarding=True`` (and :mod:`metadata_relay.turn.native` importable) the
+per-datagram work of bound channels moves into the C forwarder: one ``Forwarder.poll`` per
+wake-up drains every ready socket, forwards ChannelData both ways and hands back only what
+needs Python (STUN, Send/Data indications, misses), which then takes the same slow paths.
 
 STUN requests, Send/Data indications and anything unusual take the slow path through the same
 :class:`~metadata_relay.turn.server.TurnServer` as the portable transport in
@@ -128,11 +128,11 @@ class BatchedUdp:
             return
         lfd, relays = self.fd, self.relays
         for fd, data, key, raw in misses:
-            if data is None or raw is None:  # a ready fd the forwarder does not know
-                relay = relays.get(fd)
-                if relay is None:
-                    with contextlib.suppress(OSError, ValueError):
-                        self.ep.unregister(fd)
+            if data is None or raw is None:
+                # a ready fd the forwarder does not know (cannot happen: every relay is opened
+                # in C before it joins the epoll set); stop watching it rather than spin
+                with contextlib.suppress(OSError, ValueError):
+                    self.ep.unregister(fd)
                 continue
             if fd == lfd:
                 self._listener_datagram(data, key, raw)
