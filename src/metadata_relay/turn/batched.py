@@ -403,7 +403,8 @@ class BatchedRelay:
         """``Allocation.observer``: mirror the rebuilt routes into the C forwarder at once."""
         fw = self.endpoint.fw
         if fw is not None and self.slot >= 0:
-            fw.set_routes(self.slot, native.routes(al, self.endpoint.family))
+            # peers are reached through the relay socket: its family, not the listener's
+            fw.set_routes(self.slot, native.routes(al, self.sock.family))
 
     def peer_datagram(self, data: bytes, key: Any, raw: bytes) -> None:
         """A peer's datagram the C forwarder handed back: no mirrored channel (a Data
