@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #define BATCH 64                 /* datagrams per recvmmsg/sendmmsg */
@@ -71,6 +72,7 @@ typedef struct {
     PyObject_HEAD
     int lfd;
     int busy;
+    uint64_t seed; /* random per Forwarder: chains cannot be lengthened by chosen channels/ports */
     /* slots and the fd -> slot + 1 map */
     slot_t *slots;
     size_t nslots, cap;
@@ -131,11 +133,11 @@ mix(uint64_t h, uint64_t w)
 }
 
 static uint64_t
-hkey(uint64_t seed, const akey *k)
+hkey(uint64_t secret, uint64_t seed, const akey *k)
 {
     uint64_t w[3];
     memcpy(w, k->b, sizeof w);
-    return mix(mix(mix(mix(0x243F6A8885A308D3ULL, seed), w[0]), w[1]), w[2]);
+    return mix(mix(mix(mix(secret, seed), w[0]), w[1]), w[2]);
 }
 
 static int
@@ -229,7 +231,7 @@ find_out(Forwarder *f, const akey *client, unsigned int channel)
     entry *e;
     if (f->count == 0)
         return NULL;
-    h = hkey(channel, client);
+    h = hkey(f->seed, channel, client);
     for (e = f->obk[h & (f->nbk - 1)]; e != NULL; e = e->onext)
         if (e->ohash == h && e->channel == channel && memcmp(&e->client, client, sizeof *client) == 0)
             return e;
@@ -243,7 +245,7 @@ find_in(Forwarder *f, int fd, const akey *peer)
     entry *e;
     if (f->count == 0)
         return NULL;
-    h = hkey(0x100000000ULL + (uint64_t)(uint32_t)fd, peer);
+    h = hkey(f->seed, 0x100000000ULL + (uint64_t)(uint32_t)fd, peer);
     for (e = f->ibk[h & (f->nbk - 1)]; e != NULL; e = e->inext)
         if (e->ihash == h && e->relay_fd == fd && memcmp(&e->peer, peer, sizeof *peer) == 0)
             return e;
@@ -494,6 +496,13 @@ Forwarder_init(Forwarder *f, PyObject *args, PyObject *kwds)
         return -1;
     }
     f->lfd = lfd;
+    /* A secret hash seed: an authenticated client picks its channel numbers and peer ports,
+     * and with a known seed could choose them to share one chain (a slow lookup per packet). */
+    if (getrandom(&f->seed, sizeof f->seed, GRND_NONBLOCK) != (ssize_t)sizeof f->seed) {
+        PyErr_SetString(PyExc_OSError, "getrandom failed");
+        return -1;
+    }
+    f->seed |= 1;
     /* calloc of this size maps fresh pages: only the slots datagrams fill become resident */
     f->rbuf = PyMem_RawCalloc(BATCH, SLOT);
     f->tbuf = PyMem_RawCalloc(BATCH, SLOT);
@@ -694,8 +703,8 @@ Forwarder_set_routes(Forwarder *f, PyObject *args)
         e->relay_fd = s->relay_fd;
         e->channel = (uint16_t)channel;
         e->client = s->client;
-        e->ohash = hkey((uint64_t)channel, &e->client);
-        e->ihash = hkey(0x100000000ULL + (uint64_t)(uint32_t)e->relay_fd, &e->peer);
+        e->ohash = hkey(f->seed, (uint64_t)channel, &e->client);
+        e->ihash = hkey(f->seed, 0x100000000ULL + (uint64_t)(uint32_t)e->relay_fd, &e->peer);
     }
     while (f->count + (size_t)n > f->nbk)
         if (grow(f) < 0)
