@@ -6,6 +6,7 @@ Not a benchmark itself (no ``main``)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -236,7 +237,11 @@ def compare_uclient(name: str, flags: list[str], rounds: int,
                     servers: tuple[str, ...] = ("ours", "coturn")) -> dict[str, Any]:
     """Interleaved ours/coturn rounds of one uclient profile; medians and ratios."""
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
-    starters = {"ours": ours, "coturn": coturn}
+    starters: dict[str, Any] = {
+        "ours": ours, "coturn": coturn,
+        # ours with the C forwarder switched off: the pure-Python batched path (A/B)
+        "python": functools.partial(ours, extra={"TURN_NATIVE_FORWARDING": "false"}),
+    }
     with echo_peer() as peer:
         for i in range(rounds):
             for kind, start in ((k, starters[k]) for k in servers):

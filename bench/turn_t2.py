@@ -11,7 +11,9 @@ from bench.turn_harness import compare_uclient
 def main() -> int:
     ap = argparse.ArgumentParser(prog="bench turn_t2")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--servers", default="ours,coturn", help="comma list: ours,coturn")
+    ap.add_argument("--servers", default="ours,coturn",
+                    help="comma list: ours,python,coturn "
+                    "(python: ours with TURN_NATIVE_FORWARDING=false)")
     args = ap.parse_args()
     compare_uclient("turn_t2", ["-c", "-n", "2000", "-l", "172", "-m", "100", "-z", "1"],
                     args.rounds,

@@ -34,6 +34,19 @@ def require_tool(name: str) -> str:
     pytest.skip(msg)
 
 
+def require_native() -> None:
+    """The C TURN forwarder (``metadata_relay.turn._forward``) is importable; skip when it
+    is not, but fail under CI=true (CI proves the build hook compiles it)."""
+    from metadata_relay.turn import native
+
+    if native.available():
+        return
+    msg = f"C forwarder not built ({native.IMPORT_ERROR or 'not Linux'}); is gcc installed?"
+    if IN_CI:
+        pytest.fail(f"CI=true but {msg}")
+    pytest.skip(msg)
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

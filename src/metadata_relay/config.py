@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     TURN_MIN_PORT: int = Field(49152, ge=1, le=65535)
     TURN_MAX_PORT: int = Field(49252, ge=1, le=65535)
     TURN_MAX_RATE: int = Field(1_000_000, ge=0)
+    TURN_NATIVE_FORWARDING: bool = True
     TURN_CREDENTIAL_TTL: int = Field(86400, ge=60)
     TURN_USER_QUOTA: int = Field(10, ge=1)
     TURN_ALLOWED_PEERS: Annotated[tuple[Network, ...], NoDecode] = ()

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
-from metadata_relay.turn import mmsg
+from metadata_relay.turn import mmsg, native
 from metadata_relay.turn.batched import MAX_UDP, BatchedUdp
 from metadata_relay.turn.component import TurnComponent
 from tests.interop.turn.support import (
+    FORWARDING,
     SECRET,
     StunClient,
     code,
@@ -33,7 +34,7 @@ from tests.interop.turn.support import (
     turn_port,
     turn_service,
 )
-from tests.tools import free_tcp_udp_port
+from tests.tools import free_tcp_udp_port, require_native
 
 BURST = 150
 BUFFER = 1 << 21
@@ -88,16 +89,28 @@ def component_settings():  # type: ignore[no-untyped-def]
         "TURN_MAX_PORT": str(high), "TURN_ALLOWED_PEERS": "127.0.0.0/8"})
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "event-loop"])
-async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool) -> None:
+EDGES = pytest.mark.parametrize(("batched", "native_fw"), [
+    (True, True), (True, False), (False, False)], ids=["native", "batched", "event-loop"])
+
+
+def skip_unavailable(batched: bool, native_fw: bool) -> None:
     if batched and not mmsg.available():
         pytest.skip("recvmmsg/sendmmsg not available here")
+    if native_fw and not native.available():
+        require_native()
+
+
+@EDGES
+async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool,
+                                                                native_fw: bool) -> None:
+    skip_unavailable(batched, native_fw)
     s = component_settings()
-    comp = TurnComponent(s, (SECRET,), batched=batched)
+    comp = TurnComponent(s, (SECRET,), batched=batched, native_forwarding=native_fw)
     await comp.start()
     flows = []
     try:
         assert isinstance(comp.udp, BatchedUdp) is batched
+        assert (batched and comp.udp.fw is not None) is native_fw
         for k in range(3):
             cl, peer = Client(s.TURN_PORT, user=f"burst{k}"), sink()
             relay = await asyncio.to_thread(cl.allocate)
@@ -116,8 +129,10 @@ async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool) 
             assert up == [b"up %d %d" % (ch, i) for i in range(BURST)]
             down = await asyncio.to_thread(cl.channel_payloads, b"down %d %d" % (ch, BURST - 1))
             assert down == [b"down %d %d" % (ch, i) for i in range(BURST)]
-        totals = comp.server.totals()  # type: ignore[union-attr]
-        assert totals[0] == totals[2] == 3 * BURST
+        relayed = comp.stats()["relayed_packets"]  # settles the C forwarder's counts first
+        assert relayed == {"client_to_peer": 3 * BURST, "peer_to_client": 3 * BURST}
+        assert comp.stats()["relayed_bytes"]["client_to_peer"] == sum(
+            len(b"up %d %d" % (ch, i)) for _c, _p, _r, ch in flows for i in range(BURST))
     finally:
         for cl, peer, _relay, _ch in flows:
             cl.close()
@@ -125,12 +140,11 @@ async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool) 
         await comp.stop()
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "event-loop"])
-async def test_release_returns_sockets_and_ports(batched: bool) -> None:
-    if batched and not mmsg.available():
-        pytest.skip("recvmmsg/sendmmsg not available here")
+@EDGES
+async def test_release_returns_sockets_and_ports(batched: bool, native_fw: bool) -> None:
+    skip_unavailable(batched, native_fw)
     s = component_settings()
-    comp = TurnComponent(s, (SECRET,), batched=batched)
+    comp = TurnComponent(s, (SECRET,), batched=batched, native_forwarding=native_fw)
     await comp.start()
     try:
         base = len(os.listdir("/proc/self/fd"))
@@ -160,8 +174,10 @@ async def test_release_returns_sockets_and_ports(batched: bool) -> None:
         await comp.stop()
 
 
-def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path) -> None:
-    with turn_service(tmp_path) as svc:
+@FORWARDING
+def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path,
+                                                              forwarding: str) -> None:
+    with turn_service(tmp_path, forwarding) as svc:
         cl, peer = Client(turn_port(svc), user="garbage"), sink()
         try:
             relay = cl.allocate()
@@ -205,9 +221,10 @@ def test_garbage_and_oversized_datagrams_drop_only_themselves(tmp_path: Path) ->
             peer.close()
 
 
-def test_ipv6_loopback_relays_both_ways(tmp_path: Path) -> None:
+@FORWARDING
+def test_ipv6_loopback_relays_both_ways(tmp_path: Path, forwarding: str) -> None:
     env = {"TURN_LISTEN_IP": "::1", "TURN_PUBLIC_IP": "::1", "TURN_ALLOWED_PEERS": "::1/128"}
-    with turn_service(tmp_path, allow_loopback=False, env=env) as svc:
+    with turn_service(tmp_path, forwarding, allow_loopback=False, env=env) as svc:
         cl, peer, other = Client(turn_port(svc), host="::1", user="six"), sink("::1"), sink("::1")
         try:
             relay = cl.allocate()

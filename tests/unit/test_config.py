@@ -16,6 +16,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.TURN_ENABLED and s.TURN_PORT == 3478 and s.TURN_REALM == "metadata-relay"
     assert (s.TURN_MIN_PORT, s.TURN_MAX_PORT) == (49152, 49252)
     assert s.TURN_MAX_RATE == 1_000_000 and s.TURN_CREDENTIAL_TTL == 86400
+    assert s.TURN_NATIVE_FORWARDING is True
     assert s.UPSTREAM_MAX_RPS == 40 and s.UPSTREAM_MAX_CONNECTIONS == 16
     assert s.REDIS_URL is None and s.TMDB_API_KEY is None and s.TURN_URI is None
     assert ipaddress.ip_network("::ffff:0:0/96") not in s.TURN_DENIED_PEERS
@@ -40,7 +41,7 @@ def test_lists_and_empty_values() -> None:
     ("REDIS_URL", "http://example"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
     ("TURN_ENABLED", "maybe"), ("TURN_URI", "http://x"), ("TURN_PUBLIC_IP", "host.example"),
     ("HOST", "not an ip"), ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_MAX_CONNECTIONS", "0"),
-    ("TURN_CREDENTIAL_TTL", "5"),
+    ("TURN_CREDENTIAL_TTL", "5"), ("TURN_NATIVE_FORWARDING", "maybe"),
 ])
 def test_bad_values_name_the_variable_in_one_line(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:

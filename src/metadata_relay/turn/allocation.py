@@ -2,7 +2,9 @@
 
 ``out_routes`` (channel number -> peer address) and ``in_routes`` (peer address -> channel
 number) hold only channels whose permission is alive; the state machine rebuilds them on every
-change so the relay path is a dict lookup with no clock reads.
+change so the relay path is a dict lookup with no clock reads. An I/O edge that keeps its own
+copy of those tables (the C forwarder, :mod:`metadata_relay.turn.native`) sets ``observer``,
+which every rebuild calls, so the copy can never outlive a permission or channel.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Relay(Protocol):
 class Allocation:
     __slots__ = (
         "by_in", "by_out", "channels", "client_addr", "client_key", "down", "expires",
-        "in_routes", "key", "last_response", "last_txid", "out_routes", "peer_channels",
+        "in_routes", "key", "last_response", "last_txid", "observer", "out_routes", "peer_channels",
         "perms", "pk_in", "pk_out", "relay", "relay_addr", "restricted", "tcp", "up", "user",
         "username",
     )
@@ -56,6 +58,8 @@ class Allocation:
         """Client -> peer bandwidth bucket (None: unlimited)."""
         self.down: TokenBucket | None = None
         self.pk_out = self.by_out = self.pk_in = self.by_in = 0
+        self.observer: Callable[[Allocation], None] | None = None
+        """Called after every route rebuild (set by an edge that mirrors the routes)."""
 
     def rebuild_routes(self) -> None:
         perms = self.perms
@@ -69,3 +73,5 @@ class Allocation:
         self.out_routes.update(out)
         self.in_routes.clear()
         self.in_routes.update(inn)
+        if self.observer is not None:
+            self.observer(self)

@@ -9,6 +9,11 @@ only needs its header written in front, and the whole batch goes to the clients 
 IPv4): no ``inet_ntop``, no tuple and no string per datagram. Allocations of UDP clients are
 keyed by that raw address (``TurnServer`` treats the client key as opaque).
 
+With ``native_forwarding=True`` (and :mod:`metadata_relay.turn.native` importable) the
+per-datagram work of bound channels moves into the C forwarder: one ``Forwarder.poll`` per
+wake-up drains every ready socket, forwards ChannelData both ways and hands back only what
+needs Python (STUN, Send/Data indications, misses), which then takes the same slow paths.
+
 STUN requests, Send/Data indications and anything unusual take the slow path through the same
 :class:`~metadata_relay.turn.server.TurnServer` as the portable transport in
 :mod:`metadata_relay.turn.transport`, which stays in use where :func:`mmsg.available` is false.
@@ -28,7 +33,7 @@ import time
 from typing import Any
 
 from metadata_relay.turn import codec as c
-from metadata_relay.turn import mmsg
+from metadata_relay.turn import mmsg, native
 from metadata_relay.turn.allocation import Allocation
 from metadata_relay.turn.codec import Address
 from metadata_relay.turn.ports import PortPool
@@ -48,12 +53,14 @@ ADDRESS_CACHE = 4096
 PEER_CACHE = 64
 """Raw peer addresses remembered per relay socket (raw -> (host, port))."""
 _CD_INTO = struct.Struct("!HH").pack_into
+_CD = struct.Struct("!HH").pack
 
 
 class BatchedUdp:
     """The STUN/TURN UDP port plus every UDP-client relay socket (see module docstring)."""
 
-    def __init__(self, server: TurnServer, sock: socket.socket) -> None:
+    def __init__(self, server: TurnServer, sock: socket.socket, native_forwarding: bool = False
+                 ) -> None:
         self.server = server
         self.allocs = server.allocations
         self.sock = sock
@@ -69,8 +76,12 @@ class BatchedUdp:
         self.closed = False
         self.ep = select.epoll()
         self.ep.register(self.fd, select.EPOLLIN)
+        self.fw: native.Forwarder | None = None
+        """The C forwarder, when asked for and built (see :mod:`metadata_relay.turn.native`)."""
+        if native_forwarding and native.available():
+            self.fw = native.Forwarder(self.fd)
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.ep.fileno(), self._wake)
+        self.loop.add_reader(self.ep.fileno(), self._wake_native if self.fw else self._wake)
 
     # ---- the interface the component and the portable relays use ----------------------
 
@@ -102,6 +113,80 @@ class BatchedUdp:
             if not self.closed:
                 with contextlib.suppress(OSError, ValueError):
                     self.ep.unregister(relay.fd)
+
+    # ---- the C forwarder ------------------------------------------------------------------
+
+    def _wake_native(self) -> None:
+        fw = self.fw
+        if fw is None or self.closed:
+            return
+        try:
+            misses = fw.poll(self.ep.fileno())
+        except (OSError, ValueError):  # closed under us
+            return
+        if not misses:
+            return
+        lfd, relays = self.fd, self.relays
+        for fd, data, key, raw in misses:
+            if data is None or raw is None:
+                # a ready fd the forwarder does not know (cannot happen: every relay is opened
+                # in C before it joins the epoll set); stop watching it rather than spin
+                with contextlib.suppress(OSError, ValueError):
+                    self.ep.unregister(fd)
+                continue
+            if fd == lfd:
+                self._listener_datagram(data, key, raw)
+            else:
+                relay = relays.get(fd)
+                if relay is not None:
+                    relay.peer_datagram(data, key, raw)
+
+    def settle(self) -> None:
+        """Move the C forwarder's counts into the allocations (before a tick or a read)."""
+        fw = self.fw
+        if fw is None:
+            return
+        for relay in self.relays.values():
+            if relay.slot >= 0:
+                native.settle(relay.al, fw.pull(relay.slot))
+
+    def seed(self) -> None:
+        """Give the C forwarder the buckets' balances (after the tick refilled them)."""
+        fw = self.fw
+        if fw is None:
+            return
+        for relay in self.relays.values():
+            if relay.slot >= 0 and relay.al.up is not None:
+                native.seed(fw, relay.slot, relay.al)
+
+    def _listener_datagram(self, data: bytes, key: Any, raw: bytes) -> None:
+        """One listener datagram the forwarder did not forward: ChannelData without a
+        (mirrored) route, STUN, or garbage."""
+        ln = len(data)
+        if ln >= 4 and data[0] & 0xC0 == 0x40:
+            al = self.allocs.get(key)
+            if al is None:
+                return
+            peer = al.out_routes.get(data[0] << 8 | data[1])
+            if peer is None:
+                return
+            cl = data[2] << 8 | data[3]
+            if cl + 4 > ln:
+                return
+            b = al.up
+            if b is not None and not b.take(cl):
+                return
+            al.pk_out += 1
+            al.by_out += cl
+            with contextlib.suppress(OSError):
+                al.relay.send_raw(data[4 : 4 + cl], peer)  # type: ignore[union-attr]
+            return
+        addr = self._address(key, raw)
+        if addr is None:
+            return
+        response = self.server.handle(data, key, addr, False, time.time())
+        if response is not None:
+            self.sendto(response, addr)
 
     # ---- the hot path -------------------------------------------------------------------
 
@@ -261,18 +346,26 @@ class BatchedUdp:
         addr = self.addresses.get(key)
         if addr is None:
             start = i * mmsg.NAME_STRIDE
-            try:
-                addr = mmsg.sockaddr_to_address(
-                    bytes(self.inb.rx_names[start : start + mmsg.SOCKADDR_SIZE]))
-            except (OSError, ValueError):
+            addr = self._address(key, bytes(self.inb.rx_names[start : start + mmsg.SOCKADDR_SIZE]))
+            if addr is None:
                 return
-            if len(self.addresses) >= ADDRESS_CACHE:
-                self.addresses.clear()
-            self.addresses[key] = addr
         response = self.server.handle(bytes(self.inb.view[off : off + ln]), key, addr, False,
                                       time.time())
         if response is not None:
             self.sendto(response, addr)
+
+    def _address(self, key: Any, raw: bytes) -> Address | None:
+        """(host, port) of a raw client address, remembered under its key (bounded)."""
+        addr = self.addresses.get(key)
+        if addr is None:
+            try:
+                addr = mmsg.sockaddr_to_address(raw)
+            except (OSError, ValueError):
+                return None
+            if len(self.addresses) >= ADDRESS_CACHE:
+                self.addresses.clear()
+            self.addresses[key] = addr
+        return addr
 
 
 class BatchedRelay:
@@ -297,7 +390,48 @@ class BatchedRelay:
                                            [self.client_ptr] * BATCH))
         """The client address pointer BATCH times (msg_name of a run of queued slots)."""
         self.closed = False
+        self.slot = -1
+        """This allocation's slot in the endpoint's C forwarder (-1: none)."""
+        fw = endpoint.fw
+        if fw is not None:
+            self.slot = fw.open(self.fd, raw)
+            native.seed(fw, self.slot, al)
+            al.observer = self.routes_changed
         endpoint.add(self)
+
+    def routes_changed(self, al: Allocation) -> None:
+        """``Allocation.observer``: mirror the rebuilt routes into the C forwarder at once."""
+        fw = self.endpoint.fw
+        if fw is not None and self.slot >= 0:
+            # peers are reached through the relay socket: its family, not the listener's
+            fw.set_routes(self.slot, native.routes(al, self.sock.family))
+
+    def peer_datagram(self, data: bytes, key: Any, raw: bytes) -> None:
+        """A peer's datagram the C forwarder handed back: no mirrored channel (a Data
+        indication if permitted), or too big for a ChannelData frame."""
+        peer = self.peers.get(key)
+        if peer is None:
+            peer = self._learn(key, raw)
+            if peer is None:
+                return
+        al = self.al
+        ln = len(data)
+        b = al.down
+        if b is not None and not b.take(ln):
+            return
+        ch = al.in_routes.get(peer)
+        if ch is not None and ln <= MAX_UDP - 4:
+            frame = _CD(ch, ln) + data
+        else:
+            if ln > MAX_UDP:
+                return
+            indication = self.indication(data, peer)
+            if indication is None or len(indication) > MAX_UDP:
+                return
+            frame = indication
+        al.pk_in += 1
+        al.by_in += ln
+        self.endpoint.sendto(frame, al.client_addr)
 
     def sendto(self, data: bytes, addr: Address) -> None:
         try:  # (not contextlib.suppress: this is on the Send indication path)
@@ -315,7 +449,10 @@ class BatchedRelay:
     def learn(self, j: int, key: Any) -> Address | None:
         """Remember the (host, port) of datagram ``j``'s peer under ``key``."""
         start = j * mmsg.NAME_STRIDE
-        raw = bytes(self.endpoint.out.rx_names[start : start + mmsg.SOCKADDR_SIZE])
+        names = self.endpoint.out.rx_names
+        return self._learn(key, bytes(names[start : start + mmsg.SOCKADDR_SIZE]))
+
+    def _learn(self, key: Any, raw: bytes) -> Address | None:
         try:
             host, port = mmsg.sockaddr_to_address(raw)
         except (OSError, ValueError):
@@ -339,6 +476,11 @@ class BatchedRelay:
         self.closed = True
         self.send_raw = _discard
         self.endpoint.remove(self)
+        fw = self.endpoint.fw
+        if fw is not None and self.slot >= 0:
+            native.settle(self.al, fw.close(self.slot))  # before the server sums the totals
+            self.slot = -1
+            self.al.observer = None
         self.sock.close()
         self.pool.release(self.port)
 

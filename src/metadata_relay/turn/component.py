@@ -10,7 +10,7 @@ from typing import Any
 
 from metadata_relay.config import Settings
 from metadata_relay.observability import get_logger
-from metadata_relay.turn import metrics, mmsg
+from metadata_relay.turn import metrics, mmsg, native
 from metadata_relay.turn.batched import BatchedUdp
 from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ports import PortPool
@@ -32,11 +32,15 @@ class TurnComponent:
     name = "turn"
 
     def __init__(self, settings: Settings, secrets: tuple[str, ...],
-                 batched: bool | None = None) -> None:
+                 batched: bool | None = None, native_forwarding: bool | None = None) -> None:
         self.settings = settings
         self.batched = mmsg.available() if batched is None else batched
         """UDP through recvmmsg/sendmmsg on one epoll set (Linux), else the event loop's
         datagram endpoints."""
+        self.native_forwarding = (settings.TURN_NATIVE_FORWARDING if native_forwarding is None
+                                  else native_forwarding)
+        """ChannelData of bound channels forwarded by the C extension (batched edge only;
+        ignored when the extension is not built)."""
         self.secrets = secrets
         self.server: TurnServer | None = None
         self.opener: RelayOpener | None = None
@@ -68,7 +72,7 @@ class TurnComponent:
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
         sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
         if self.batched and mmsg.available():
-            self.udp = BatchedUdp(server, sock)
+            self.udp = BatchedUdp(server, sock, self.native_forwarding)
         else:
             self.udp, _ = await loop.create_datagram_endpoint(
                 lambda: UdpListener(server), sock=sock)
@@ -80,18 +84,30 @@ class TurnComponent:
         except BaseException:
             self.udp.close()
             raise
-        metrics.track(server)
+        fw = self.udp.fw if isinstance(self.udp, BatchedUdp) else None
+        metrics.track(server, self.udp.settle if fw is not None else None)
         self.task = loop.create_task(self._housekeeping())
+        udp_io = "event-loop"
+        if isinstance(self.udp, BatchedUdp):
+            udp_io = "native" if fw is not None else "batched"
+        if self.native_forwarding and fw is None:
+            log.warning("turn_native_forwarding_unavailable", reason=native.IMPORT_ERROR
+                        or "needs the batched UDP edge (Linux recvmmsg/sendmmsg)")
         log.info("turn_started", listen=f"{listen_ip}:{s.TURN_PORT}", relay_ip=public_ip,
                  relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM,
-                 udp_io="batched" if isinstance(self.udp, BatchedUdp) else "event-loop")
+                 udp_io=udp_io)
 
     async def _housekeeping(self) -> None:
         assert self.server is not None
         while True:
             await asyncio.sleep(TICK)
             try:
+                udp = self.udp if isinstance(self.udp, BatchedUdp) else None
+                if udp is not None:
+                    udp.settle()  # C forwarder counts into the allocations and buckets
                 self.server.tick(time.time())
+                if udp is not None:
+                    udp.seed()  # refilled balances back into the C forwarder
                 self._close_idle_connections()
             except Exception:
                 log.exception("turn_tick_failed")

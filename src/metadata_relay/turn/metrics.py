@@ -8,7 +8,7 @@ username (ephemeral REST usernames would grow the label set without bound).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -18,13 +18,21 @@ from metadata_relay.observability import REGISTRY
 from metadata_relay.turn.server import TurnServer
 
 _SERVERS: weakref.WeakSet[TurnServer] = weakref.WeakSet()
+_SETTLE: weakref.WeakKeyDictionary[TurnServer, Callable[[], None]] = weakref.WeakKeyDictionary()
 
 
-def track(server: TurnServer) -> None:
+def track(server: TurnServer, settle: Callable[[], None] | None = None) -> None:
+    """Report ``server``; ``settle`` (if any) brings its counters up to date before each read
+    (the C forwarder counts outside the allocations between ticks)."""
     _SERVERS.add(server)
+    if settle is not None:
+        _SETTLE[server] = settle
 
 
 def snapshot(server: TurnServer) -> dict[str, Any]:
+    settle = _SETTLE.get(server)
+    if settle is not None:
+        settle()
     pk_out, by_out, pk_in, by_in = server.totals()
     return {
         "allocations": len(server.allocations),

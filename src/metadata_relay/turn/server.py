@@ -109,16 +109,16 @@ class TurnServer:
         self.user_counts[al.user] -= 1
         if self.user_counts[al.user] <= 0:
             del self.user_counts[al.user]
+        al.out_routes.clear()
+        al.in_routes.clear()
+        if al.relay is not None:
+            al.relay.close()  # first: an edge may settle the allocation's counters here
+            al.relay = None
         t = self.closed_totals
         t[0] += al.pk_out
         t[1] += al.by_out
         t[2] += al.pk_in
         t[3] += al.by_in
-        al.out_routes.clear()
-        al.in_routes.clear()
-        if al.relay is not None:
-            al.relay.close()
-            al.relay = None
 
     def tick(self, now: float) -> None:
         """Expire what is due; refill bandwidth buckets."""
@@ -290,16 +290,16 @@ class TurnServer:
             return self._error(msg, 486, key)
         lifetime = self._lifetime(msg) or self.config.default_lifetime
         new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime)
+        rate = self.config.max_rate
+        if rate > 0:  # before the opener: the edge may copy the buckets (C forwarder)
+            burst = max(rate, 65536)
+            new.up = TokenBucket(rate, burst, now)
+            new.down = TokenBucket(rate, burst, now)
         relay = self.opener(new, even is not None)
         if relay is None:
             return self._error(msg, 508, key)
         new.relay = relay
         new.relay_addr = (self.config.relay_ip, relay.port)
-        rate = self.config.max_rate
-        if rate > 0:
-            burst = max(rate, 65536)
-            new.up = TokenBucket(rate, burst, now)
-            new.down = TokenBucket(rate, burst, now)
         self.allocations[client_key] = new
         self.user_counts[user] += 1
         self.allocations_total += 1

@@ -315,7 +315,12 @@ class RelayOpener:
                 continue
             self.pool.take(port)
             if not al.tcp and isinstance(self.listener, BatchedUdp):
-                return BatchedRelay(self.listener, sock, port, self.pool, al)
+                try:
+                    return BatchedRelay(self.listener, sock, port, self.pool, al)
+                except (ValueError, MemoryError):  # the C forwarder refused it: no relay
+                    sock.close()
+                    self.pool.release(port)
+                    return None
             protocol: _RelayProtocol
             if al.tcp:
                 protocol = TcpClientRelay(al, al.client_key.transport)  # type: ignore[attr-defined]

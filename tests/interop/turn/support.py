@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.credentials import long_term_key, rest_credential
-from tests.tools import ServiceProcess, require_tool, start_service
+from tests.tools import ServiceProcess, require_native, require_tool, start_service
 
 SECRET = "interop-turn-secret"
 REALM = "metadata-relay"
@@ -43,11 +45,26 @@ def turn_env(allow_loopback: bool = True, **extra: str) -> dict[str, str]:
     return env
 
 
+FORWARDING = pytest.mark.parametrize("forwarding", ["native", "python"])
+"""Run a relaying test over both UDP forwarding paths: the C forwarder and pure Python."""
+
+
 @contextlib.contextmanager
-def turn_service(tmp_path: Path, **kw: Any) -> Iterator[ServiceProcess]:
-    extra = kw.pop("env", {})
+def turn_service(tmp_path: Path, forwarding: str | None = None, **kw: Any
+                 ) -> Iterator[ServiceProcess]:
+    """The service with TURN on loopback; ``forwarding`` ("native"/"python") picks the UDP
+    forwarding path via TURN_NATIVE_FORWARDING and checks the service runs that one."""
+    extra = dict(kw.pop("env", {}))
+    if forwarding == "native":
+        require_native()
+    if forwarding is not None:
+        extra["TURN_NATIVE_FORWARDING"] = str(forwarding == "native").lower()
     svc = start_service(tmp_path, turn_env(**kw, **extra))
     try:
+        if forwarding is not None:
+            io = "native" if forwarding == "native" else "batched"
+            started = [line for line in svc.log().splitlines() if "turn_started" in line]
+            assert started and f'"udp_io": "{io}"' in started[0], started
         yield svc
     finally:
         svc.stop()

@@ -13,7 +13,7 @@ import aioice.turn
 import pytest
 
 from metadata_relay.turn.credentials import rest_credential
-from tests.interop.turn.support import SECRET, stats, turn_port, turn_service
+from tests.interop.turn.support import FORWARDING, SECRET, stats, turn_port, turn_service
 
 
 class Collect(asyncio.DatagramProtocol):
@@ -38,10 +38,12 @@ def credential(user: str) -> tuple[str, str]:
     return rest_credential(SECRET, user, 600, time.time())
 
 
+@FORWARDING
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-async def test_aioice_allocates_and_relays_both_ways(tmp_path: Path, transport: str) -> None:
+async def test_aioice_allocates_and_relays_both_ways(tmp_path: Path, transport: str,
+                                                     forwarding: str) -> None:
     loop = asyncio.get_running_loop()
-    with turn_service(tmp_path) as svc:
+    with turn_service(tmp_path, forwarding) as svc:
         peer_tr, peer = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
         peer_addr = peer_tr.get_extra_info("sockname")
         username, password = credential("aioice")
@@ -73,11 +75,13 @@ async def test_aioice_allocates_and_relays_both_ways(tmp_path: Path, transport: 
         assert s["relay_ports_free"] == s["relay_ports_total"]
 
 
+@FORWARDING
 @pytest.mark.parametrize("allow_loopback", [True, False])
-async def test_two_relay_only_ice_agents_connect(tmp_path: Path, allow_loopback: bool) -> None:
+async def test_two_relay_only_ice_agents_connect(tmp_path: Path, allow_loopback: bool,
+                                                 forwarding: str) -> None:
     # Without the loopback allow-list the pair still connects: a peer that is one of our own
     # relay addresses is reachable on relay-range ports only (reference/turn.md 2.2, #45).
-    with turn_service(tmp_path, allow_loopback=allow_loopback) as svc:
+    with turn_service(tmp_path, forwarding, allow_loopback=allow_loopback) as svc:
         agents = []
         for i, controlling in enumerate((True, False)):
             username, password = credential(f"ice{i}")

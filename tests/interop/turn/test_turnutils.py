@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.turn.support import stats, turn_port, turn_service, turnutils_peer, uclient
+from tests.interop.turn.support import (
+    FORWARDING,
+    stats,
+    turn_port,
+    turn_service,
+    turnutils_peer,
+    uclient,
+)
 from tests.tools import require_tool
 
 
@@ -20,8 +27,10 @@ def test_turnutils_stunclient_gets_mapped_address(tmp_path: Path) -> None:
         assert "UDP reflexive addr: 127.0.0.1:" in out.stdout + out.stderr
 
 
-def test_uclient_relays_without_loss_udp_tcp_channels_and_indications(tmp_path: Path) -> None:
-    with turn_service(tmp_path) as svc, turnutils_peer() as peer:
+@FORWARDING
+def test_uclient_relays_without_loss_udp_tcp_channels_and_indications(tmp_path: Path,
+                                                                      forwarding: str) -> None:
+    with turn_service(tmp_path, forwarding) as svc, turnutils_peer() as peer:
         variants = ((), ("-t",), ("-s",), ("-t", "-s"))
         with ThreadPoolExecutor(len(variants)) as pool:  # four independent client processes
             results = list(pool.map(

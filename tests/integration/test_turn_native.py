@@ -1,0 +1,218 @@
+"""The C forwarder inside the real TURN component: its routes follow the state machine, so a
+stale route never forwards (permission/channel expiry, Refresh to 0, allocation expiry,
+rebinding a channel number to another peer), and TURN_MAX_RATE drops on the fast path.
+
+Checks are deterministic without sleeping: what a test sends on loopback is queued in the
+kernel at once, :func:`pump` runs one wake-up of the edge synchronously (everything queued is
+processed, everything forwarded is queued at its receiver), then non-blocking reads show
+exactly what was forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from metadata_relay.config import load_settings
+from metadata_relay.turn import codec as c
+from metadata_relay.turn.batched import BatchedUdp
+from metadata_relay.turn.component import TurnComponent
+from tests.interop.turn.support import SECRET, StunClient, code, relay_range
+from tests.tools import free_tcp_udp_port, require_native
+
+
+def settings(max_rate: int = 0):  # type: ignore[no-untyped-def]
+    low, high = relay_range(20)
+    return load_settings({
+        "TURN_LISTEN_IP": "127.0.0.1", "TURN_PUBLIC_IP": "127.0.0.1",
+        "TURN_PORT": str(free_tcp_udp_port()), "TURN_MIN_PORT": str(low),
+        "TURN_MAX_PORT": str(high), "TURN_ALLOWED_PEERS": "127.0.0.0/8",
+        "TURN_MAX_RATE": str(max_rate)})
+
+
+async def start(max_rate: int = 0) -> TurnComponent:
+    require_native()
+    comp = TurnComponent(settings(max_rate), (SECRET,))
+    await comp.start()
+    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None  # the default
+    return comp
+
+
+@pytest.fixture
+async def comp() -> AsyncIterator[TurnComponent]:
+    comp = await start()
+    yield comp
+    await comp.stop()
+
+
+def pump(comp: TurnComponent) -> None:
+    """Wake-ups of the UDP edge, now (the event loop is not running while we are), until
+    what was queued is processed (a wake-up reads up to 64 datagrams per relay socket)."""
+    assert isinstance(comp.udp, BatchedUdp)
+    for _ in range(4):
+        comp.udp._wake_native()
+
+
+def peer() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+def queued(s: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(s.recv(70000))
+        except BlockingIOError:
+            return out
+
+
+def channel_payloads(cl: StunClient) -> list[bytes]:
+    cl.sock.setblocking(False)
+    try:
+        frames = queued(cl.sock)
+    finally:
+        cl.sock.settimeout(3)
+    return [p[1] for f in frames if (p := c.parse_channel_data(f)) is not None]
+
+
+async def client(comp: TurnComponent, user: str, lifetime: int = 0
+                 ) -> tuple[StunClient, tuple[str, int]]:
+    cl = StunClient(comp.settings.TURN_PORT, user=user)
+    relay = await asyncio.to_thread(cl.allocate)
+    if lifetime:
+        resp = await asyncio.to_thread(cl.request, c.REFRESH, [(c.LIFETIME, c.uint32(lifetime))])
+        assert code(resp) == 200
+    return cl, relay
+
+
+async def bind(cl: StunClient, p: socket.socket, channel: int) -> None:
+    resp = await asyncio.to_thread(cl.peer_request, c.CHANNEL_BIND, p.getsockname(), channel)
+    assert code(resp) == 200
+
+
+def fw_routes(comp: TurnComponent) -> int:
+    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None
+    return comp.udp.fw.routes
+
+
+async def test_expired_permission_and_channel_stop_forwarding_both_ways(
+        comp: TurnComponent) -> None:
+    cl, relay = await client(comp, "expiry", lifetime=3600)
+    a = peer()
+    try:
+        await bind(cl, a, 0x4000)
+        assert fw_routes(comp) == 1
+        cl.send(c.channel_data(0x4000, b"live"))
+        a.sendto(b"live down", relay)
+        pump(comp)
+        assert queued(a) == [b"live"]
+        assert channel_payloads(cl) == [b"live down"]
+        assert comp.server is not None
+        comp.server.tick(time.time() + 301)  # the permission is past its 300 s
+        assert fw_routes(comp) == 0
+        cl.send(c.channel_data(0x4000, b"stale up"))
+        a.sendto(b"stale down", relay)
+        pump(comp)
+        assert queued(a) == []
+        assert channel_payloads(cl) == []
+        assert comp.stats()["relayed_packets"] == {"client_to_peer": 1, "peer_to_client": 1}
+    finally:
+        cl.close()
+        a.close()
+
+
+async def test_refresh_to_zero_removes_the_allocation_from_the_forwarder(
+        comp: TurnComponent) -> None:
+    cl, _relay = await client(comp, "zero")
+    a = peer()
+    try:
+        await bind(cl, a, 0x4001)
+        cl.send(c.channel_data(0x4001, b"before"))
+        pump(comp)
+        assert queued(a) == [b"before"]
+        resp = await asyncio.to_thread(cl.request, c.REFRESH, [(c.LIFETIME, c.uint32(0))])
+        assert code(resp) == 200
+        assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
+        cl.send(c.channel_data(0x4001, b"after"))
+        pump(comp)
+        assert queued(a) == []
+        # counts made in C survive the allocation (settled before the totals are summed)
+        assert comp.stats()["relayed_packets"]["client_to_peer"] == 1
+        assert comp.stats()["relayed_bytes"]["client_to_peer"] == len(b"before")
+    finally:
+        cl.close()
+        a.close()
+
+
+async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> None:
+    cl, _relay = await client(comp, "lapse")
+    a = peer()
+    try:
+        await bind(cl, a, 0x4002)
+        cl.send(c.channel_data(0x4002, b"x" * 10))
+        pump(comp)
+        assert comp.server is not None
+        comp.server.tick(time.time() + 601)  # default lifetime 600 s
+        assert comp.stats()["allocations"] == 0
+        assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
+        cl.send(c.channel_data(0x4002, b"late"))
+        pump(comp)
+        assert queued(a) == [b"x" * 10]
+        assert comp.stats()["relayed_bytes"]["client_to_peer"] == 10
+    finally:
+        cl.close()
+        a.close()
+
+
+async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
+        comp: TurnComponent) -> None:
+    cl, relay = await client(comp, "rebind", lifetime=3600)
+    a, b = peer(), peer()
+    try:
+        await bind(cl, a, 0x4003)
+        assert comp.server is not None
+        comp.server.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
+        await bind(cl, b, 0x4003)  # the same number, now to b
+        assert fw_routes(comp) == 1
+        cl.send(c.channel_data(0x4003, b"for b"))
+        a.sendto(b"from a", relay)  # no permission any more: dropped
+        b.sendto(b"from b", relay)
+        pump(comp)
+        assert queued(a) == []
+        assert queued(b) == [b"for b"]
+        assert channel_payloads(cl) == [b"from b"]
+    finally:
+        cl.close()
+        a.close()
+        b.close()
+
+
+async def test_max_rate_drops_on_the_native_path() -> None:
+    comp = await start(max_rate=100)  # burst = max(rate, 64 KiB): 65 datagrams of 1000 B
+    cl, relay = await client(comp, "rate")
+    a = peer()
+    try:
+        cl.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        await bind(cl, a, 0x4004)
+        for _ in range(100):
+            cl.send(c.channel_data(0x4004, bytes(1000)))
+            a.sendto(bytes(1000), relay)
+        pump(comp)  # synchronous: no tick (no refill) in between
+        assert len(queued(a)) == 65
+        assert len(channel_payloads(cl)) == 65
+        snap = comp.stats()
+        assert snap["relayed_packets"] == {"client_to_peer": 65, "peer_to_client": 65}
+        # the Python buckets were charged for what C forwarded: the slow path is limited too
+        al = next(iter(comp.server.allocations.values()))  # type: ignore[union-attr]
+        assert al.up is not None and al.up.tokens < 1000
+    finally:
+        cl.close()
+        a.close()
+        await comp.stop()
