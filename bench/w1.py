@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import bisect
 import contextlib
 import json
 import os
@@ -227,15 +228,45 @@ class RawPairs:
                              return_exceptions=True)
 
 
+def start_canary(seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bench._canary", str(seconds)],
+                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE)
+
+
+def canary_figures(canary: subprocess.Popen[bytes], ms: list[float],
+                   sent_at: list[float]) -> dict[str, Any]:
+    """How many canary units ran > 8x slow, and how many of the frames later than 5 ms were
+    sent in the 150 ms that follow such a unit (the time a backlog takes to drain), next to
+    the share of all frames sent in those windows (what chance alone would give)."""
+    out, _ = canary.communicate(timeout=30)
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    stalls = sorted(t for t, _ in report["stalls"])
+
+    def after_stall(t: float) -> bool:
+        i = bisect.bisect_right(stalls, t + 0.010)
+        return bool(i) and t - stalls[i - 1] <= 0.150
+
+    late = [t for t, x in zip(sent_at, ms, strict=True) if x > 5.0]
+    near = sum(map(after_stall, late))
+    base = sum(map(after_stall, sent_at))
+    return {"canary_units": report["units"], "canary_median_us": report["median_us"],
+            "canary_units_over_8x": len(stalls),
+            "late_frames_within_150ms_of_a_canary_stall_pct":
+                round(100 * near / len(late), 1) if late else None,
+            "all_frames_within_150ms_of_a_canary_stall_pct":
+                round(100 * base / len(sent_at), 1) if sent_at else None}
+
+
 async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
-                  pid: int, slot: float = 0.001) -> dict[str, float]:
+                  pid: int, slot: float = 0.001, canary: bool = False) -> dict[str, Any]:
     """Open loop: every pair sends ``rate_per_pair`` msg/s, half each way, phases spread
     evenly over ``slot``-long slots (1 ms: 10 frames per slot at 10,000 msg/s; the former
     10 ms slots sent synchronised bursts of 100 frames, whose queueing alone is ~6 ms).
     One ticker writes every frame synchronously and receivers are
     plain callbacks (:mod:`bench._rawws`), so the generator costs little CPU. Frames are the
     same size as in the throughput run: the payload is base64 of 1,024 bytes whose first 24
-    are a ``perf_counter`` timestamp (one clock: both ends live in this process)."""
+    are a ``perf_counter`` timestamp (one clock: both ends live in this process).
+    With ``canary``, :mod:`bench._canary` runs beside the measured seconds."""
     one_way: list[float] = []
     sent_at: list[float] = []
     recording = [False]
@@ -281,6 +312,7 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
     task = asyncio.create_task(ticker())
     await asyncio.sleep(1.0)
     recording[0] = True
+    probe = start_canary(seconds) if canary else None
     cpu0, gen0 = cpu_seconds(pid), time.process_time()
     wait0, gwait0 = runqueue_wait(pid), runqueue_wait(os.getpid())
     await asyncio.sleep(seconds)
@@ -294,7 +326,8 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
     n = len(ms)
     # where the tail comes from: how many 100 ms windows hold a frame later than 5 ms
     slow_windows = {int(t * 10) for t, x in zip(sent_at, ms, strict=True) if x > 5.0}
-    return {"rate_per_pair": rate_per_pair, "slot_ms": slot * 1000, "messages": n,
+    extra = await asyncio.to_thread(canary_figures, probe, ms, sent_at) if probe else {}
+    return {**extra, "rate_per_pair": rate_per_pair, "slot_ms": slot * 1000, "messages": n,
             "offered_msg_per_s": rate_per_pair * len(pairs.instances),
             "achieved_msg_per_s": round(n / seconds),
             "p50_ms": round(percentile(ms, 50), 3), "p99_ms": round(percentile(ms, 99), 3),
@@ -326,7 +359,7 @@ class EchoPairs(RawPairs):
         return self
 
 
-def print_latency(name: str, n: int, row: dict[str, float]) -> None:
+def print_latency(name: str, n: int, row: dict[str, Any]) -> None:
     print(f"  latency {name}, {n} pairs x {row['rate_per_pair']:g} msg/s: p50 "
           f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, achieved "
           f"{row['achieved_msg_per_s']:,} of {row['offered_msg_per_s']:,.0f} msg/s; "
@@ -336,12 +369,18 @@ def print_latency(name: str, n: int, row: dict[str, float]) -> None:
           f"{row['load_generator_cpu_pct']}% ({row['load_generator_cpu_us_per_msg']} us/msg); "
           f"waiting for a CPU: server {row['server_runqueue_wait_ms_per_s']} ms/s, "
           f"generator {row['load_generator_runqueue_wait_ms_per_s']} ms/s", flush=True)
+    if "canary_units" in row:
+        print(f"    canary: {row['canary_units_over_8x']} of {row['canary_units']} units > 8x "
+              f"their median ({row['canary_median_us']} us); frames > 5 ms sent within 150 ms "
+              f"after such a unit: {row['late_frames_within_150ms_of_a_canary_stall_pct']}% "
+              f"(all frames: {row['all_frames_within_150ms_of_a_canary_stall_pct']}%)",
+              flush=True)
 
 
 async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
                         pid: int, slot: float, ping_every: float = 20.0,
-                        references: dict[str, tuple[int, int]] | None = None
-                        ) -> dict[str, list[dict[str, float]]]:
+                        references: dict[str, tuple[int, int]] | None = None,
+                        canary: bool = False) -> dict[str, list[dict[str, Any]]]:
     """The relay's latency at each rate, each followed by the same run against every
     reference server (name -> (port, pid)): one after the other, so they share the machine's
     conditions of the moment."""
@@ -350,10 +389,10 @@ async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
     for name, (port, ref_pid) in (references or {}).items():
         targets[name] = (await EchoPairs.open_echo(port, n), ref_pid)
     pinger = targets["relay"][0].keepalive(ping_every) if ping_every > 0 else None
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     for rate in rates:
         for name, (pairs, target_pid) in targets.items():
-            row = await latency(pairs, seconds, rate, target_pid, slot)
+            row = await latency(pairs, seconds, rate, target_pid, slot, canary)
             print_latency(name, n, row)
             rows[name].append(row)
     if pinger is not None:
@@ -412,7 +451,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "websockets echo": (echo_port, echo.pid), "bare asyncio echo": (raw_port, raw.pid)}
             results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
                 url, args.latency_pairs, args.seconds * 2, args.rates, proc.pid,
-                args.slot_ms / 1000, args.ping_every, references)}
+                args.slot_ms / 1000, args.ping_every, references, args.canary)}
     finally:
         for ref in (echo, raw):
             ref.terminate()
@@ -432,6 +471,8 @@ def main() -> None:
                    help="latency run: each instance's ping period in s (0: no pings)")
     p.add_argument("--no-reference-latency", action="store_true",
                    help="latency run: skip the same run against the two echo servers")
+    p.add_argument("--canary", action="store_true",
+                   help="latency run: time a CPU canary (bench/_canary.py) beside each row")
     p.add_argument("--latency-only", action="store_true",
                    help="skip the closed-loop throughput rounds")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
