@@ -216,3 +216,21 @@ async def test_max_rate_drops_on_the_native_path() -> None:
         cl.close()
         a.close()
         await comp.stop()
+
+
+async def test_forwarding_asked_for_without_the_batched_edge_says_so() -> None:
+    """TURN_NATIVE_FORWARDING=true where the C forwarder cannot plug in (here: the event-loop
+    UDP edge) is not silent: the service logs why and reports the path it runs."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        comp = TurnComponent(settings(), (SECRET,), batched=False, native_forwarding=True)
+        await comp.start()
+        try:
+            assert not isinstance(comp.udp, BatchedUdp)
+        finally:
+            await comp.stop()
+    unavailable = [e for e in logs if e["event"] == "turn_native_forwarding_unavailable"]
+    assert unavailable and "batched UDP edge" in unavailable[0]["reason"], logs
+    started = [e for e in logs if e["event"] == "turn_started"]
+    assert started and started[0]["udp_io"] == "event-loop", logs
