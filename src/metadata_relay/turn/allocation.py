@@ -61,6 +61,23 @@ class Allocation:
         self.observer: Callable[[Allocation], None] | None = None
         """Called after every route rebuild (set by an edge that mirrors the routes)."""
 
+    def channel_out(self, data: bytes) -> tuple[bytes, Address] | None:
+        """A ChannelData message from the client (at least 4 bytes, type bits 01): its
+        payload and peer when the channel is bound and the up bucket allows it (then counted),
+        else None (dropped). The edges' batched hot loops inline the same steps."""
+        peer = self.out_routes.get(data[0] << 8 | data[1])
+        if peer is None:
+            return None
+        n = data[2] << 8 | data[3]
+        if n + 4 > len(data):
+            return None
+        b = self.up
+        if b is not None and not b.take(n):
+            return None
+        self.pk_out += 1
+        self.by_out += n
+        return data[4 : 4 + n], peer
+
     def rebuild_routes(self) -> None:
         perms = self.perms
         out: dict[int, Address] = {}

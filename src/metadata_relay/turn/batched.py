@@ -165,21 +165,10 @@ class BatchedUdp:
         ln = len(data)
         if ln >= 4 and data[0] & 0xC0 == 0x40:
             al = self.allocs.get(key)
-            if al is None:
-                return
-            peer = al.out_routes.get(data[0] << 8 | data[1])
-            if peer is None:
-                return
-            cl = data[2] << 8 | data[3]
-            if cl + 4 > ln:
-                return
-            b = al.up
-            if b is not None and not b.take(cl):
-                return
-            al.pk_out += 1
-            al.by_out += cl
-            with contextlib.suppress(OSError):
-                al.relay.send_raw(data[4 : 4 + cl], peer)  # type: ignore[union-attr]
+            out = al.channel_out(data) if al is not None else None
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    al.relay.send_raw(*out)  # type: ignore[union-attr]
             return
         addr = self._address(key, raw)
         if addr is None:

@@ -68,20 +68,9 @@ class UdpListener(asyncio.DatagramProtocol):
         try:
             if data[0] & 0xC0 == 0x40:  # ChannelData: the hot path
                 al = self.allocs.get(addr)
-                if al is None:
-                    return
-                peer = al.out_routes.get(data[0] << 8 | data[1])
-                if peer is None:
-                    return
-                n = data[2] << 8 | data[3]
-                if n + 4 > len(data):
-                    return
-                b = al.up
-                if b is not None and not b.take(n):
-                    return
-                al.pk_out += 1
-                al.by_out += n
-                al.relay.sendto(data[4 : 4 + n], peer)  # type: ignore[union-attr]
+                out = al.channel_out(data) if al is not None else None
+                if out is not None:
+                    al.relay.sendto(*out)  # type: ignore[union-attr]
                 return
         except IndexError:
             return
