@@ -53,6 +53,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def queued_datagrams(s: socket.socket) -> list[bytes]:
+    """Every datagram waiting on non-blocking ``s`` now (what a forwarder has delivered)."""
+    out = []
+    while True:
+        try:
+            out.append(s.recv(70000))
+        except BlockingIOError:
+            return out
+
+
 def free_tcp_udp_port() -> int:
     """A port free on 127.0.0.1 for both TCP and UDP."""
     for _ in range(50):

@@ -21,7 +21,7 @@ from metadata_relay.turn import codec as c
 from metadata_relay.turn.batched import BatchedUdp
 from metadata_relay.turn.component import TurnComponent
 from tests.interop.turn.support import SECRET, StunClient, code, relay_range
-from tests.tools import free_tcp_udp_port, require_native
+from tests.tools import free_tcp_udp_port, queued_datagrams, require_native
 
 
 def settings(max_rate: int = 0):  # type: ignore[no-untyped-def]
@@ -64,19 +64,10 @@ def peer() -> socket.socket:
     return s
 
 
-def queued(s: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(s.recv(70000))
-        except BlockingIOError:
-            return out
-
-
 def channel_payloads(cl: StunClient) -> list[bytes]:
     cl.sock.setblocking(False)
     try:
-        frames = queued(cl.sock)
+        frames = queued_datagrams(cl.sock)
     finally:
         cl.sock.settimeout(3)
     return [p[1] for f in frames if (p := c.parse_channel_data(f)) is not None]
@@ -112,7 +103,7 @@ async def test_expired_permission_and_channel_stop_forwarding_both_ways(
         cl.send(c.channel_data(0x4000, b"live"))
         a.sendto(b"live down", relay)
         pump(comp)
-        assert queued(a) == [b"live"]
+        assert queued_datagrams(a) == [b"live"]
         assert channel_payloads(cl) == [b"live down"]
         assert comp.server is not None
         comp.server.tick(time.time() + 301)  # the permission is past its 300 s
@@ -120,7 +111,7 @@ async def test_expired_permission_and_channel_stop_forwarding_both_ways(
         cl.send(c.channel_data(0x4000, b"stale up"))
         a.sendto(b"stale down", relay)
         pump(comp)
-        assert queued(a) == []
+        assert queued_datagrams(a) == []
         assert channel_payloads(cl) == []
         assert comp.stats()["relayed_packets"] == {"client_to_peer": 1, "peer_to_client": 1}
     finally:
@@ -136,13 +127,13 @@ async def test_refresh_to_zero_removes_the_allocation_from_the_forwarder(
         await bind(cl, a, 0x4001)
         cl.send(c.channel_data(0x4001, b"before"))
         pump(comp)
-        assert queued(a) == [b"before"]
+        assert queued_datagrams(a) == [b"before"]
         resp = await asyncio.to_thread(cl.request, c.REFRESH, [(c.LIFETIME, c.uint32(0))])
         assert code(resp) == 200
         assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
         cl.send(c.channel_data(0x4001, b"after"))
         pump(comp)
-        assert queued(a) == []
+        assert queued_datagrams(a) == []
         # counts made in C survive the allocation (settled before the totals are summed)
         assert comp.stats()["relayed_packets"]["client_to_peer"] == 1
         assert comp.stats()["relayed_bytes"]["client_to_peer"] == len(b"before")
@@ -164,7 +155,7 @@ async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> N
         assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
         cl.send(c.channel_data(0x4002, b"late"))
         pump(comp)
-        assert queued(a) == [b"x" * 10]
+        assert queued_datagrams(a) == [b"x" * 10]
         assert comp.stats()["relayed_bytes"]["client_to_peer"] == 10
     finally:
         cl.close()
@@ -185,8 +176,8 @@ async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
         a.sendto(b"from a", relay)  # no permission any more: dropped
         b.sendto(b"from b", relay)
         pump(comp)
-        assert queued(a) == []
-        assert queued(b) == [b"for b"]
+        assert queued_datagrams(a) == []
+        assert queued_datagrams(b) == [b"for b"]
         assert channel_payloads(cl) == [b"from b"]
     finally:
         cl.close()
@@ -205,7 +196,7 @@ async def test_max_rate_drops_on_the_native_path() -> None:
             cl.send(c.channel_data(0x4004, bytes(1000)))
             a.sendto(bytes(1000), relay)
         pump(comp)  # synchronous: no tick (no refill) in between
-        assert len(queued(a)) == 65
+        assert len(queued_datagrams(a)) == 65
         assert len(channel_payloads(cl)) == 65
         snap = comp.stats()
         assert snap["relayed_packets"] == {"client_to_peer": 65, "peer_to_client": 65}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
 from metadata_relay.turn import mmsg, native
-from tests.tools import require_native
+from tests.tools import queued_datagrams, require_native
 
 
 @pytest.fixture(autouse=True)
@@ -72,24 +72,15 @@ def rig() -> Iterator[Rig]:
     r.close()
 
 
-def drain(s: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(s.recv(70000))
-        except BlockingIOError:
-            return out
-
-
 def test_bound_channel_is_forwarded_both_ways_and_counted(rig: Rig) -> None:
     rig.bind(0x4001)
     assert rig.fw.routes == 1 and rig.fw.slots == 1
     rig.client.send(c.channel_data(0x4001, b"hello peer"))
     assert rig.poll() == []
-    assert drain(rig.peer) == [b"hello peer"]
+    assert queued_datagrams(rig.peer) == [b"hello peer"]
     rig.peer.sendto(b"hello client", rig.relay.getsockname())
     assert rig.poll() == []
-    assert drain(rig.client) == [c.channel_data(0x4001, b"hello client")]
+    assert queued_datagrams(rig.client) == [c.channel_data(0x4001, b"hello client")]
     assert rig.fw.pull(rig.slot) == (1, 10, 1, 12)
     assert rig.fw.pull(rig.slot) == (0, 0, 0, 0)  # pulled counts are gone from C
 
@@ -98,7 +89,7 @@ def test_padding_after_the_payload_is_not_forwarded(rig: Rig) -> None:
     rig.bind()
     rig.client.send(c.channel_data(0x4000, b"abc") + b"\0" * 5)
     rig.poll()
-    assert drain(rig.peer) == [b"abc"]
+    assert queued_datagrams(rig.peer) == [b"abc"]
 
 
 def test_misses_stun_and_unrouted_peers_go_back_to_python(rig: Rig) -> None:
@@ -119,7 +110,7 @@ def test_misses_stun_and_unrouted_peers_go_back_to_python(rig: Rig) -> None:
         expected = raw_client if fd == rig.listener.fileno() else other.getsockname()
         assert mmsg.sockaddr_to_address(raw) == expected
         assert key == int.from_bytes(raw[:8], "little")  # the batched edge's IPv4 key
-    assert drain(rig.peer) == [] and drain(rig.client) == []
+    assert queued_datagrams(rig.peer) == [] and queued_datagrams(rig.client) == []
     assert rig.fw.pull(rig.slot) == (0, 0, 0, 0)
     other.close()
 
@@ -131,13 +122,13 @@ def test_replaced_and_cleared_routes_stop_forwarding_at_once(rig: Rig) -> None:
     rig.client.send(c.channel_data(0x4000, b"to second"))
     rig.peer.sendto(b"from old peer", rig.relay.getsockname())
     back = rig.poll()
-    assert drain(second) == [b"to second"] and drain(rig.peer) == []
+    assert queued_datagrams(second) == [b"to second"] and queued_datagrams(rig.peer) == []
     assert [(d) for _f, d, _k, _r in back] == [b"from old peer"]  # Python decides
     rig.fw.set_routes(rig.slot, [])
     assert rig.fw.routes == 0
     rig.client.send(c.channel_data(0x4000, b"stale"))
     assert [d for _f, d, _k, _r in rig.poll()] == [c.channel_data(0x4000, b"stale")]
-    assert drain(second) == []
+    assert queued_datagrams(second) == []
     second.close()
 
 
@@ -145,7 +136,7 @@ def test_closed_slot_forgets_routes_and_fd(rig: Rig) -> None:
     rig.bind()
     rig.client.send(c.channel_data(0x4000, b"x"))
     rig.poll()
-    assert drain(rig.peer) == [b"x"]
+    assert queued_datagrams(rig.peer) == [b"x"]
     assert rig.fw.close(rig.slot) == (1, 1, 0, 0)  # the last counts, settled on close
     assert rig.fw.routes == 0 and rig.fw.slots == 0
     rig.client.send(c.channel_data(0x4000, b"after close"))
@@ -154,7 +145,7 @@ def test_closed_slot_forgets_routes_and_fd(rig: Rig) -> None:
     assert (rig.listener.fileno(), c.channel_data(0x4000, b"after close")) in {
         (f, d) for f, d, _k, _r in back}
     assert (rig.relay.fileno(), None, None, None) in back  # an fd it does not know
-    assert drain(rig.peer) == []
+    assert queued_datagrams(rig.peer) == []
     with pytest.raises(KeyError):
         rig.fw.pull(rig.slot)
     slot = rig.fw.open(rig.relay.fileno(), sa(rig.family, rig.client.getsockname()))
@@ -168,14 +159,14 @@ def test_buckets_drop_on_the_fast_path_both_ways(rig: Rig) -> None:
         rig.client.send(c.channel_data(0x4000, b"u" * 100))
         rig.peer.sendto(b"d" * 100, rig.relay.getsockname())
     assert rig.poll() == []  # dropped, not handed to Python
-    assert drain(rig.peer) == [b"u" * 100] * 2
-    assert len(drain(rig.client)) == 2
+    assert queued_datagrams(rig.peer) == [b"u" * 100] * 2
+    assert len(queued_datagrams(rig.client)) == 2
     assert rig.fw.pull(rig.slot) == (2, 200, 2, 200)
     rig.fw.set_tokens(rig.slot, None, None)  # unlimited again
     for _ in range(3):
         rig.client.send(c.channel_data(0x4000, b"u" * 100))
     rig.poll()
-    assert len(drain(rig.peer)) == 3
+    assert len(queued_datagrams(rig.peer)) == 3
 
 
 def test_datagrams_too_big_for_a_frame_go_back_to_python(rig: Rig) -> None:
@@ -187,7 +178,7 @@ def test_datagrams_too_big_for_a_frame_go_back_to_python(rig: Rig) -> None:
     rig.peer.sendto(b"small", rig.relay.getsockname())
     back = rig.poll()
     assert [len(d) for _f, d, _k, _r in back] == [len(big)]
-    assert drain(rig.client) == [c.channel_data(0x4000, b"small")]
+    assert queued_datagrams(rig.client) == [c.channel_data(0x4000, b"small")]
 
 
 def native_max_udp() -> int:
@@ -203,8 +194,8 @@ def test_ipv6_both_ways() -> None:
         rig.client.send(c.channel_data(0x4ABC, b"six up"))
         rig.peer.sendto(b"six down", rig.relay.getsockname())
         assert rig.poll() == []
-        assert drain(rig.peer) == [b"six up"]
-        assert drain(rig.client) == [c.channel_data(0x4ABC, b"six down")]
+        assert queued_datagrams(rig.peer) == [b"six up"]
+        assert queued_datagrams(rig.client) == [c.channel_data(0x4ABC, b"six down")]
         rig.client.send(b"\x00\x01 not channel data")
         [(fd, data, key, raw)] = rig.poll()
         assert fd == rig.listener.fileno() and data == b"\x00\x01 not channel data"
@@ -240,7 +231,7 @@ def test_bad_arguments_are_refused_and_keep_the_old_routes(rig: Rig) -> None:
         fw.poll(10**6)  # not an fd
     rig.client.send(c.channel_data(0x4000, b"still routed"))
     rig.poll()
-    assert drain(rig.peer) == [b"still routed"]
+    assert queued_datagrams(rig.peer) == [b"still routed"]
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,7 +257,7 @@ def test_garbage_into_the_listener_never_crashes_and_goes_to_python(data: list[b
                 continue  # a routed channel with a bad length: dropped in C
             if d:
                 returned.append(d)
-        assert drain(rig.peer) == forwarded
+        assert queued_datagrams(rig.peer) == forwarded
         assert [d for _f, d, _k, _r in back] == returned
         assert rig.fw.pull(rig.slot)[:2] == (len(forwarded), sum(map(len, forwarded)))
     finally:
