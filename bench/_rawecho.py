@@ -1,7 +1,7 @@
 """Floor for W1 latency: a bare asyncio WebSocket echo server (uvloop), no framework at all.
 
 ``python -m bench._rawecho PORT``. It answers the opening handshake, unmasks each client frame
-with the ``websockets`` C helper and writes it back unmasked; ping/pong and close are the
+(:func:`bench._rawws.split_frames`) and writes it back unmasked; ping/pong and close are the
 minimum a client needs. It parses no JSON and routes nothing, so its latency is what this
 machine, the kernel's loopback path and one Python event loop give at a message rate: the
 floor under any Python relay measured by the same harness (bench/w1.py). Benchmark code only.
@@ -14,7 +14,7 @@ import base64
 import hashlib
 import sys
 
-from websockets.speedups import apply_mask
+from bench._rawws import split_frames
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -46,21 +46,8 @@ class Echo(asyncio.Protocol):
                                  + b"\r\n\r\n")
             del buf[:end + 4]
             self.open = True
-        pos, size = 0, len(buf)
-        while size - pos >= 6:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n, at = b1 & 0x7F, pos + 2
-            if n == 126:
-                if size - pos < 8:
-                    break
-                n, at = (buf[pos + 2] << 8) | buf[pos + 3], pos + 4
-            elif n == 127:
-                self.transport.close()  # the harness never sends frames this large
-                return
-            if size - at < n + 4:
-                break
-            payload = apply_mask(bytes(buf[at + 4:at + 4 + n]), bytes(buf[at:at + 4]))
-            pos = at + 4 + n
+        frames, used = split_frames(buf)
+        for b0, payload in frames:
             opcode = b0 & 0x0F
             if opcode == 8:  # close: answer and hang up
                 self.transport.write(b"\x88\x02" + payload[:2])
@@ -68,10 +55,16 @@ class Echo(asyncio.Protocol):
                 return
             if opcode == 9:  # ping -> pong
                 b0 = 0x8A
-            head = bytes((b0, n)) if n < 126 else bytes((b0, 126, n >> 8, n & 0xFF))
+            n = len(payload)
+            if n < 126:
+                head = bytes((b0, n))
+            elif n < 65536:
+                head = bytes((b0, 126)) + n.to_bytes(2, "big")
+            else:
+                head = bytes((b0, 127)) + n.to_bytes(8, "big")
             self.transport.write(head + payload)
-        if pos:
-            del buf[:pos]
+        if used:
+            del buf[:used]
 
 
 async def main(port: int) -> None:

@@ -36,6 +36,36 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + key + apply_mask(payload, key)
 
 
+def split_frames(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete frames at the front of ``buf`` as (first header byte, payload, unmasked
+    if it was masked), and how many bytes they took. Both benchmark ends use it: this client
+    (unmasked server frames) and the bare echo server (masked client frames)."""
+    frames: list[tuple[int, bytes]] = []
+    pos, size = 0, len(buf)
+    while size - pos >= 2:
+        b0, b1 = buf[pos], buf[pos + 1]
+        n, at = b1 & 0x7F, pos + 2
+        if n == 126:
+            if size - pos < 4:
+                break
+            n, at = (buf[pos + 2] << 8) | buf[pos + 3], pos + 4
+        elif n == 127:
+            if size - pos < 10:
+                break
+            n, at = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+        key = b""
+        if b1 & 0x80:
+            if size - at < 4:
+                break
+            key, at = bytes(buf[at:at + 4]), at + 4
+        if size - at < n:
+            break
+        payload = bytes(buf[at:at + n])
+        frames.append((b0, apply_mask(payload, key) if key else payload))
+        pos = at + n
+    return frames, pos
+
+
 class RawWS(asyncio.Protocol):
     """One client connection. ``on_message(payload_bytes)`` gets every text/binary frame
     once set; before that, frames are queued for :meth:`recv`."""
@@ -88,22 +118,8 @@ class RawWS(asyncio.Protocol):
             del buf[:end + 4]
             self._open = True
             self.opened.set_result(None)
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n, at = b1 & 0x7F, pos + 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n, at = (buf[pos + 2] << 8) | buf[pos + 3], pos + 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n, at = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
-            if size - at < n:
-                break
-            payload = bytes(buf[at:at + n])
-            pos = at + n
+        frames, used = split_frames(buf)
+        for b0, payload in frames:
             opcode = b0 & 0x0F
             if opcode in (1, 2):
                 if self.on_message is not None:
@@ -117,8 +133,8 @@ class RawWS(asyncio.Protocol):
                     self.write_frame(0x8, payload[:2])
                 assert self.transport is not None
                 self.transport.close()
-        if pos:
-            del buf[:pos]
+        if used:
+            del buf[:used]
 
     def write_frame(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None

@@ -175,6 +175,19 @@ def forwarder(mode: str, listen: int, peer: int, clients: int) -> None:
     uvloop.run(main())
 
 
+def drain(socks: list[socket.socket]) -> int:
+    """Read every datagram waiting on the non-blocking ``socks``; how many there were."""
+    n = 0
+    for s in socks:
+        while True:
+            try:
+                s.recv(2048)
+            except BlockingIOError:
+                break
+            n += 1
+    return n
+
+
 def load(listen: int, clients: int, seconds: float) -> tuple[int, int]:
     socks = []
     for _ in range(clients):
@@ -193,26 +206,13 @@ def load(listen: int, clients: int, seconds: float) -> tuple[int, int]:
         for s in socks:
             s.send(pkt)
         sent += clients
-        for s in socks:
-            while True:
-                try:
-                    s.recv(2048)
-                except BlockingIOError:
-                    break
-                received += 1
+        received += drain(socks)
         tick += 0.001
         delay = tick - time.monotonic()
         if delay > 0:
             time.sleep(delay)
     time.sleep(0.3)
-    for s in socks:
-        while True:
-            try:
-                s.recv(2048)
-            except BlockingIOError:
-                break
-            received += 1
-    return sent, received
+    return sent, received + drain(socks)
 
 
 def user_seconds(pid: int) -> float:

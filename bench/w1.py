@@ -77,11 +77,15 @@ class Pairs:
             return ws
 
         self.clients = await gather_limited([client(i) for i in range(n)], 100)
+        await self.collect_sessions()
+        return self
+
+    async def collect_sessions(self) -> None:
+        """The ``connection`` each instance got for its client: the session ids, in order."""
         for inst in self.instances:
             conn = json.loads(await inst.recv())
             assert conn["type"] == "connection"
             self.sessions.append(conn["session_id"])
-        return self
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self.instances + self.clients),
@@ -174,7 +178,7 @@ def runqueue_wait(pid: int) -> float:
     return total / 1e9
 
 
-class RawPairs:
+class RawPairs(Pairs):
     """N instance/client pairs on the lean client (:mod:`bench._rawws`) for the latency run."""
 
     def __init__(self) -> None:
@@ -206,10 +210,7 @@ class RawPairs:
 
         self.instances = await gather_limited([instance(i) for i in range(n)], 100)
         self.clients = await gather_limited([client(i) for i in range(n)], 100)
-        for inst in self.instances:
-            conn = json.loads(await inst.recv())
-            assert conn["type"] == "connection"
-            self.sessions.append(conn["session_id"])
+        await self.collect_sessions()
         return self
 
     def keepalive(self, every: float = 20.0) -> asyncio.Task[None]:
@@ -222,10 +223,6 @@ class RawPairs:
                     await asyncio.sleep(step)
                     ws.send(b'{"type":"ping"}')
         return asyncio.create_task(ping())
-
-    async def close(self) -> None:
-        await asyncio.gather(*(w.close() for w in self.instances + self.clients),
-                             return_exceptions=True)
 
 
 def start_canary(seconds: float) -> subprocess.Popen[bytes]:
