@@ -225,3 +225,17 @@ async def test_forwarding_asked_for_without_the_batched_edge_says_so() -> None:
     assert unavailable and "batched UDP edge" in unavailable[0]["reason"], logs
     started = [e for e in logs if e["event"] == "turn_started"]
     assert started and started[0]["udp_io"] == "event-loop", logs
+
+
+async def test_a_stopped_component_is_not_kept_alive_by_the_metrics() -> None:
+    """The /metrics collector tracks servers weakly; the C forwarder's settle hook must not
+    turn that into a strong reference (a stopped server reported, and leaked, for ever)."""
+    import gc
+    import weakref
+
+    comp = await start()
+    server = weakref.ref(comp.server)
+    await comp.stop()
+    del comp
+    gc.collect()
+    assert server() is None

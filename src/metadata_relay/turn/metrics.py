@@ -18,19 +18,23 @@ from metadata_relay.observability import REGISTRY
 from metadata_relay.turn.server import TurnServer
 
 _SERVERS: weakref.WeakSet[TurnServer] = weakref.WeakSet()
-_SETTLE: weakref.WeakKeyDictionary[TurnServer, Callable[[], None]] = weakref.WeakKeyDictionary()
+_SETTLE: weakref.WeakKeyDictionary[TurnServer, weakref.WeakMethod[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary())
+"""Weak both ways: the edge whose method settles holds the server, so a strong value would
+keep a stopped server (and its edge) reported for the life of the process."""
 
 
 def track(server: TurnServer, settle: Callable[[], None] | None = None) -> None:
-    """Report ``server``; ``settle`` (if any) brings its counters up to date before each read
-    (the C forwarder counts outside the allocations between ticks)."""
+    """Report ``server``; ``settle`` (a bound method, if any) brings its counters up to date
+    before each read (the C forwarder counts outside the allocations between ticks)."""
     _SERVERS.add(server)
     if settle is not None:
-        _SETTLE[server] = settle
+        _SETTLE[server] = weakref.WeakMethod(settle)
 
 
 def snapshot(server: TurnServer) -> dict[str, Any]:
-    settle = _SETTLE.get(server)
+    ref = _SETTLE.get(server)
+    settle = ref() if ref is not None else None
     if settle is not None:
         settle()
     pk_out, by_out, pk_in, by_in = server.totals()
