@@ -1,6 +1,6 @@
 """P1 reference column ``proto``: uvicorn with an HttpToolsProtocol subclass that answers every
 GET with prebuilt bytes below ASGI (a per-request join for the date and request id) and no
-lookup, metrics or keep-alive timer: the ceiling for ``metadata_relay.http_fastpath``. It was
+lookup, metrics or keep-alive timer: the ceiling for ``metadata_relay.http.fastpath``. It was
 the prototype measured before the fast path was built (BENCHMARKS.md, P1)."""
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from uvicorn.server import ServerState
 
 from bench._report import Report
 from metadata_relay.config import load_settings
-from metadata_relay.http_edge import EdgeMiddleware, request_id_from
-from metadata_relay.http_fastpath import FastPathProtocol
+from metadata_relay.http.edge import EdgeMiddleware, request_id_from
+from metadata_relay.http.fastpath import FastPathProtocol
 from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
 from metadata_relay.metadata.hits import HITS_KEY, HitAnswers, RequestHeaders

@@ -1,49 +1,90 @@
-"""Builds the ASGI application; its lifespan opens storage and starts/stops every component."""
+"""Builds the service: the shared state (:class:`Runtime`), every component, the routes, and
+the ASGI app whose lifespan opens storage and starts/stops the components in order."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from metadata_relay import status
-from metadata_relay.component import Component
 from metadata_relay.config import Settings
-from metadata_relay.http_edge import EdgeMiddleware
+from metadata_relay.http import status
+from metadata_relay.http.edge import EdgeMiddleware
 from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
-from metadata_relay.runtime import Runtime
+from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.storage.redis import RedisAdapter
+from metadata_relay.storage.sqlite import Database
 
 log = get_logger("metadata_relay.app")
 
 
-def build_components(runtime: Runtime) -> list[Component]:
-    """Every component, in start order."""
+class Component(status.Reporter, Protocol):
+    """A long-lived part of the service (proxy, pairing hub, TURN server, ...).
+
+    ``start`` runs in the lifespan before the first request, in registration order; ``stop``
+    runs in reverse order on shutdown and must release every socket, task and file it holds.
+    ``health`` returns ``"ok"``, ``"degraded"`` or ``"disabled"`` (shown in ``/health``);
+    ``stats`` returns the component's section of ``/stats``.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """The running service's shared state: settings, database, resolved secrets, components.
+    Built with the app; :meth:`open` connects the database and resolves the secrets."""
+
+    settings: Settings
+    db: Database
+    token_secret: str = ""
+    turn_secret: str = ""
+    components: dict[str, Component] = field(default_factory=dict)
+
+    @property
+    def turn_secrets(self) -> tuple[str, ...]:
+        """Current TURN secret first, then older ones still accepted during rotation."""
+        s = self.settings
+        return (self.turn_secret, *(x for x in s.TURN_SECRETS if x != self.turn_secret))
+
+    async def open(self) -> None:
+        s = self.settings
+        await self.db.connect()
+        try:
+            self.token_secret = await self.db.secret("RELAY_TOKEN_SECRET", s.RELAY_TOKEN_SECRET)
+            self.turn_secret = await self.db.secret("TURN_SECRET", s.TURN_SECRET)
+        except BaseException:
+            await self.db.close()
+            raise
+
+
+def build_components(runtime: Runtime, pairing_limits: PairingLimits | None) -> list[Component]:
+    """Every component, in start order, each given what it needs."""
     settings = runtime.settings
     redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
     components: list[Component] = [] if redis is None else [redis]
     components.append(MetadataProxy(settings, runtime.db, redis))
-    if runtime.settings.TURN_ENABLED:
+    if settings.TURN_ENABLED:
         from metadata_relay.turn.component import TurnComponent
 
-        components.append(TurnComponent(runtime.settings, runtime.turn_secrets))
+        components.append(TurnComponent(settings, runtime.turn_secrets))
     from metadata_relay.pairing.component import PairingComponent
 
-    components.append(PairingComponent(runtime))
+    components.append(PairingComponent(settings, runtime.db, runtime.token_secret,
+                                       runtime.turn_secret, pairing_limits))
     return components
-
-
-def build_routes() -> list[BaseRoute]:
-    from metadata_relay.pairing.routes import routes as pairing_routes
-
-    return [*status.routes, *pairing_routes]
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -56,32 +97,38 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None) -> ASGIApp:
+    """The service's ASGI app. ``pairing_limits`` overrides the pairing limits (tests)."""
+    from metadata_relay.pairing.routes import routes as pairing_routes
+
+    runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        runtime = await Runtime.open(settings)
+        await runtime.open()
         app.state.runtime = runtime
         started: list[Component] = []
         try:
-            for component in build_components(runtime):
+            for component in build_components(runtime, pairing_limits):
                 await component.start()
                 started.append(component)
                 runtime.components[component.name] = component
             log.info("started", port=settings.PORT, database=str(settings.SQLITE_DB_PATH),
                      components=[c.name for c in started])
             # ASGI lifespan state: copied into every request's scope["state"]
-            yield {"runtime": runtime, STATE_KEY: runtime.components["cache"]}
+            yield {STATE_KEY: runtime.components["cache"]}
         finally:
             for component in reversed(started):
                 try:
                     await component.stop()
                 except Exception:
                     log.exception("component_stop_failed", component=component.name)
+            runtime.components.clear()
             await runtime.db.close()
             log.info("stopped")
 
     app = Starlette(
-        routes=build_routes(),
+        routes=[*status.routes(runtime.db, runtime.components), *pairing_routes],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

@@ -33,33 +33,13 @@ def _default(ctx: typer.Context) -> None:
 @app.command()
 def serve() -> None:
     """Run the service: HTTP + WebSockets on HOST:PORT, STUN/TURN on TURN_PORT."""
-    import uvicorn
-
     from metadata_relay.app import create_app
-    from metadata_relay.http_fastpath import FastPathProtocol
+    from metadata_relay.http.server import serve as serve_http
     from metadata_relay.observability import configure_logging
-    from metadata_relay.pairing.wsproto import RelayWebSocketProtocol
 
     settings = settings_or_exit()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.HOST,
-        port=settings.PORT,
-        loop="uvloop",
-        http=FastPathProtocol,  # httptools + fresh cache hits answered before ASGI (P1)
-        ws=RelayWebSocketProtocol,  # websockets-sansio + the synchronous relay lane (W1)
-        ws_max_size=64 * 1024,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
+    if not serve_http(settings, create_app(settings)):
         sys.exit(1)
 
 

@@ -3,7 +3,7 @@
 Cache hits are answered here without framework routing or middleware: one route match, one
 memory lookup, two ``send`` calls. Misses go to :meth:`MetadataProxy.serve`. Every other path
 falls through to the wrapped application. Fresh hits on an otherwise idle connection are
-usually answered before ASGI by ``metadata_relay.http_fastpath``; both take their headers from
+usually answered before ASGI by ``metadata_relay.http.fastpath``; both take their headers from
 ``hits.py``.
 """
 
@@ -13,7 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from metadata_relay.http_edge import CORS_HEADERS
+from metadata_relay.http.edge import CORS_HEADERS
 from metadata_relay.metadata.cache import Entry
 from metadata_relay.metadata.hits import (
     HITS_KEY,

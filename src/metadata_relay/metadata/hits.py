@@ -2,7 +2,7 @@
 request ids, per-route metrics, and the headers of a cached entry's answer.
 
 The two front doors are the ASGI gateway (``gateway.py``: every proxy request that reaches the
-app) and the HTTP fast path below ASGI (``metadata_relay.http_fastpath``: fresh memory hits on
+app) and the HTTP fast path below ASGI (``metadata_relay.http.fastpath``: fresh memory hits on
 a connection with nothing else in flight). Both take their headers from here, so the bytes on
 the wire are the same whichever of them answered. Sans-I/O: nothing here reads or writes a
 socket; :meth:`HitAnswers.fresh` returns the status, the header lines and the body, and the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from metadata_relay.http_edge import CORS_HEADERS
+from metadata_relay.http.edge import CORS_HEADERS
 from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.metadata.routes import Match, forwarded_params, is_proxy_path, match

@@ -98,7 +98,7 @@ class MetadataProxy:
             if settings.TVDB_API_KEY else None
         )
         self.hits = self.misses = self.stale = 0
-        self.fast_hits = 0  # of the hits, those answered below ASGI (http_fastpath.py)
+        self.fast_hits = 0  # of the hits, those answered below ASGI (http/fastpath.py)
         self._flights: dict[str, asyncio.Future[Reply]] = {}
         self._refreshing: dict[Provider, int] = {"tmdb": 0, "tvdb": 0}
         self._tasks: set[asyncio.Task[Any]] = set()

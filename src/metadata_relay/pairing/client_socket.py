@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from metadata_relay.http_edge import client_ip
+from metadata_relay.http.edge import client_ip
 from metadata_relay.pairing import protocol
 from metadata_relay.pairing.outbox import spawn
 from metadata_relay.pairing.protocol import dumps

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from metadata_relay.config import Settings
 from metadata_relay.pairing.cleanup import run_forever
 from metadata_relay.pairing.directory import Directory, SharedDirectory
 from metadata_relay.pairing.hub import LocalHub, RedisHub
@@ -13,17 +14,16 @@ from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.pairing.ratelimit import SharedFailureBudget
 from metadata_relay.pairing.service import PairingService
 from metadata_relay.pairing.store import PairingStore
-from metadata_relay.runtime import Runtime
+from metadata_relay.storage.sqlite import Database
 
 
 class PairingComponent:
     name = "pairing"
 
-    def __init__(self, runtime: Runtime, limits: PairingLimits | None = None) -> None:
-        self.runtime = runtime
+    def __init__(self, settings: Settings, db: Database, token_secret: str, turn_secret: str,
+                 limits: PairingLimits | None = None) -> None:
         self.limits = limits or PairingLimits()
-        self.store = PairingStore(runtime.db)
-        settings = runtime.settings
+        self.store = PairingStore(db)
         directory: Directory
         hub: LocalHub
         if settings.REDIS_URL:
@@ -34,8 +34,8 @@ class PairingComponent:
             hub = LocalHub()
             directory = Directory(self.store)
         self.hub = hub
-        self.service = PairingService(settings, runtime.token_secret, runtime.turn_secret,
-                                      directory, hub, self.limits)
+        self.service = PairingService(settings, token_secret, turn_secret, directory, hub,
+                                      self.limits)
         if isinstance(hub, RedisHub):
             self.service.shared_budget = SharedFailureBudget(hub.redis, self.service.budget)
         self._cleanup: asyncio.Task[None] | None = None
@@ -62,7 +62,7 @@ class PairingComponent:
         return {
             "instances_connected": len(self.hub.instances),
             "sessions_connected": len(self.hub.sessions),
-            # sockets whose frames take the synchronous lane (pairing/wsproto.py)
+            # sockets whose frames take the synchronous lane (http/websocket.py)
             "sockets_direct_lane": sum(
                 1 for peer in (*self.hub.instances.values(), *self.hub.sessions.values())
                 if getattr(peer, "on_direct_lane", False)),

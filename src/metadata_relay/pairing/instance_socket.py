@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from metadata_relay.http_edge import client_ip
+from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing import claims, protocol
 from metadata_relay.pairing.protocol import dumps

@@ -1,7 +1,7 @@
 """A socket's bounded send queue: a consumer that falls behind is closed, never buffered
 without bound. The writer task exists only while there is something to write.
 
-With a ``write_now`` callable (the synchronous lane, :mod:`metadata_relay.pairing.wsproto`)
+With a ``write_now`` callable (the synchronous lane, :mod:`metadata_relay.http.websocket`)
 a frame is written at once when nothing is queued and the transport is not applying
 back-pressure; otherwise it is queued exactly as without it, so order and the byte limit hold.
 """

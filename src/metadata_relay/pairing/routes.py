@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from metadata_relay.http_edge import client_ip
+from metadata_relay.http.edge import client_ip
 from metadata_relay.pairing import claims, protocol, tokens
 from metadata_relay.pairing.client_socket import client_socket
 from metadata_relay.pairing.instance_socket import instance_socket

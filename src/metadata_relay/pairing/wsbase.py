@@ -1,6 +1,6 @@
 """What both relay sockets share: raw-ASGI accept/receive loop, inactivity deadline (one
 timer handle, re-armed lazily), bounded outbox, open-socket gauge, and the synchronous lane
-(:mod:`metadata_relay.pairing.wsproto`) that relay frames take when the server offers it."""
+(:mod:`metadata_relay.http.websocket`) that relay frames take when the server offers it."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import asyncio
 
 from starlette.types import Receive, Scope, Send
 
+from metadata_relay.http.websocket import DIRECT, MAX_MESSAGE_BYTES, DirectChannel
 from metadata_relay.observability import WEBSOCKETS_OPEN, get_logger
 from metadata_relay.pairing.outbox import Outbox
 from metadata_relay.pairing.service import WS_FRAMES, PairingService
-from metadata_relay.pairing.wsproto import DIRECT, DirectChannel
 
 log = get_logger("metadata_relay.pairing.wsbase")
 
 YIELD_AFTER = 16 * 1024
-# Spec limit on an incoming frame. uvicorn (ws_max_size) closes with 1009 before buffering;
-# granian has no such option, so the app enforces it too (after granian buffered the frame).
-MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TOO_BIG = 1009
 
 

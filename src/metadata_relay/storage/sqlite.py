@@ -8,8 +8,10 @@ process kill (only an OS crash can lose the last ones).
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,30 +36,68 @@ def migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-class Database:
-    """The service's SQLite database. Use :meth:`open`, then :meth:`close`."""
+def private_files(path: Path) -> None:
+    """Make the database's folder 0700 and its file 0600 whatever the umask, before SQLite
+    opens it (SQLite gives the ``-wal`` and ``-shm`` files the database file's mode): the
+    file holds the generated secrets.
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
-        self.path = path
-        self.conn = conn
+    A folder is tightened when this process creates it, or owns it and it is not shared
+    (sticky, like /tmp) nor the working or home directory; others are left as they are.
+    """
+    folder = path.parent
+    created = not folder.exists()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    shared = (info.st_mode & stat.S_ISVTX
+              or folder.resolve() in (Path.cwd().resolve(), Path.home().resolve()))
+    if created or (info.st_uid == os.getuid() and not shared):
+        folder.chmod(0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and not side.is_symlink():
+            side.chmod(0o600)
+
+
+class Database:
+    """The service's SQLite database: constructed with its path, connected by :meth:`connect`
+    (or built and connected at once by :meth:`open`), then :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: aiosqlite.Connection | None = None
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError("database not connected")
+        return self._conn
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        db = cls(path)
+        await db.connect()
+        return db
+
+    async def connect(self) -> None:
+        private_files(self.path)
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
-        db = cls(path, conn)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await db.migrate()
+            self._conn = conn
+            await self.migrate()
         except BaseException:
+            self._conn = None
             await conn.close()
             raise
-        return db
 
     async def close(self) -> None:
         await self.conn.close()

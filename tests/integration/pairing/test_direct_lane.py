@@ -1,4 +1,4 @@
-"""The synchronous relay lane (``pairing/wsproto.py``): relayed frames skip the ASGI queue and
+"""The synchronous relay lane (``http/websocket.py``): relayed frames skip the ASGI queue and
 are written at once when nothing is queued. These drive the real process (which serves with
 that lane) and, where noted, the plain ``websockets-sansio`` protocol (the ASGI fallback)."""
 
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import websockets
 
-from metadata_relay.pairing.limits import PairingLimits
 from tests.integration.pairing.helpers import (
     Relay,
     fresh_ip,
@@ -23,7 +22,7 @@ from tests.integration.pairing.helpers import (
     recv_type,
     send,
 )
-from tests.integration.pairing.inproc import serve_inproc
+from tests.relay_server import serve_relay
 
 
 async def _pair(relay: Relay, name: str, compression: str | None = "deflate"
@@ -83,7 +82,7 @@ async def test_order_kept_across_lanes(relay: Relay, compression: str | None) ->
 
 
 async def test_order_kept_on_plain_asgi(tmp_path: Path) -> None:
-    async with serve_inproc(tmp_path, PairingLimits(), ws="websockets-sansio") as (url, _):
+    async with serve_relay(tmp_path, ws="websockets-sansio") as url:
         await order_kept_across_lanes(Relay(url))
 
 

@@ -18,7 +18,7 @@ from tests.integration.pairing.helpers import (
     register_ws,
     send,
 )
-from tests.integration.pairing.inproc import serve_inproc
+from tests.relay_server import DB_NAME, serve_relay
 
 
 async def closed(ws: websockets.ClientConnection, timeout: float = 10) -> int | None:
@@ -39,7 +39,7 @@ async def test_defaults_are_the_contract() -> None:
 
 async def test_heartbeat_and_idle_timeouts(tmp_path: Path) -> None:
     limits = PairingLimits(instance_heartbeat=0.6, client_idle=0.6)
-    async with serve_inproc(tmp_path, limits) as (url, _):
+    async with serve_relay(tmp_path, pairing_limits=limits) as url:
         relay = Relay(url)
         inst = await register_ws(relay, "hb", new_key())
         player = await relay.client()
@@ -59,7 +59,7 @@ async def test_heartbeat_and_idle_timeouts(tmp_path: Path) -> None:
 
 async def test_budget_cooldown_ends_and_honest_pairing_resumes(tmp_path: Path) -> None:
     limits = PairingLimits(failure_budget=5, failure_cooldown=1.0)
-    async with serve_inproc(tmp_path, limits) as (url, _):
+    async with serve_relay(tmp_path, pairing_limits=limits) as url:
         relay = Relay(url)
         inst = await register_ws(relay, "cool", new_key())
         code = (await create_claim(inst))["code"]
@@ -74,7 +74,7 @@ async def test_budget_cooldown_ends_and_honest_pairing_resumes(tmp_path: Path) -
 
 async def test_cleanup_deletes_old_claims_and_marks_silent_offline(tmp_path: Path) -> None:
     limits = PairingLimits(cleanup_interval=0.2, offline_after=1.0, claim_retention=0.5)
-    async with serve_inproc(tmp_path, limits) as (url, db_path):
+    async with serve_relay(tmp_path, pairing_limits=limits) as url:
         relay = Relay(url)
         token = await relay.register("silent", new_key())
         status, _, _ = await relay.request("PUT", "/relay/instances/silent/heartbeat",
@@ -88,7 +88,8 @@ async def test_cleanup_deletes_old_claims_and_marks_silent_offline(tmp_path: Pat
         _, info, _ = await relay.request("GET", "/relay/instances/silent/connect")
         assert info["online"] is True
         await asyncio.sleep(3.2)
-        codes = {r[0] for r in sqlite3.connect(db_path).execute("SELECT code FROM relay_claims")}
+        db = sqlite3.connect(tmp_path / DB_NAME)
+        codes = {r[0] for r in db.execute("SELECT code FROM relay_claims")}
         assert short not in codes and used not in codes and keep in codes
         _, info, _ = await relay.request("GET", "/relay/instances/silent/connect")
         assert info["online"] is False

@@ -1,6 +1,6 @@
 """The socket limits are the relay's own, not the WebSocket implementation's: they hold on
 uvicorn's legacy ``websockets`` implementation and on plain ``websockets-sansio`` (no
-synchronous lane, everything through ASGI) too; the product runs ``pairing/wsproto.py``."""
+synchronous lane, everything through ASGI) too; the product runs ``http/websocket.py``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from metadata_relay.pairing.limits import PairingLimits
 from tests.integration.pairing import test_limits, test_security
 from tests.integration.pairing.helpers import Relay
-from tests.integration.pairing.inproc import serve_inproc
+from tests.relay_server import serve_relay
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -23,5 +22,5 @@ from tests.integration.pairing.inproc import serve_inproc
 ], ids=["1009", "slow-consumer-1008", "flood-1008"])
 @pytest.mark.parametrize("ws", ["websockets", "websockets-sansio"])
 async def test_limits_on_other_implementations(tmp_path: Path, check, ws: str) -> None:
-    async with serve_inproc(tmp_path, PairingLimits(), ws=ws) as (url, _):
+    async with serve_relay(tmp_path, ws=ws) as url:
         await check(Relay(url))

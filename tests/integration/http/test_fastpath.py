@@ -1,4 +1,4 @@
-"""The HTTP fast path (http_fastpath.py) over real loopback sockets against the real service.
+"""The HTTP fast path (http/fastpath.py) over real loopback sockets against the real service.
 
 Fresh cache hits answered below ASGI must be the bytes the ASGI path sends for the same
 request; everything else (misses, pipelined requests behind one in the ASGI path, a full write
@@ -450,7 +450,7 @@ async def test_access_log_lines_match_uvicorns(tmp_path: Path, upstream: FakeUps
     lines = sorted({r.getMessage() for r in records})
     by_path = sorted(Path(r.pathname).name for r in records)
     assert len(lines) == 1 and by_path.count("httptools_impl.py") == by_path.count(
-        "http_fastpath.py") > 0, (lines, by_path)  # one line from each path, identical
+        "fastpath.py") > 0, (lines, by_path)  # one line from each path, identical
     assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /tmdb/tv/search\?query=a%20b HTTP/1\.1" 200',
                         lines[0]), lines
 

@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
     from websockets.utils import apply_mask
 
 DIRECT = "metadata_relay.direct"
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Largest WebSocket message (spec: bigger frames close the socket with 1009)."""
 
 _OPEN = State.OPEN
 _pack_short = struct.Struct("!BBH").pack
