@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from metadata_relay.config import Settings
 from metadata_relay.http import status
+from metadata_relay.http.bodies import BodyTooLarge, too_large
 from metadata_relay.http.edge import EdgeMiddleware
 from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
 from metadata_relay.metadata.proxy import MetadataProxy
@@ -130,6 +131,6 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
     app = Starlette(
         routes=[*status.routes(runtime.db, runtime.components), *pairing_routes],
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: method_not_allowed},
+        exception_handlers={404: not_found, 405: method_not_allowed, BodyTooLarge: too_large},
     )
     return MetadataGateway(EdgeMiddleware(app))

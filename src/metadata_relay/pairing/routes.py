@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -10,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from metadata_relay.http.bodies import InvalidJson, read_json_object
 from metadata_relay.http.edge import client_ip
 from metadata_relay.pairing import claims, protocol, tokens
 from metadata_relay.pairing.client_socket import client_socket
@@ -51,16 +51,11 @@ def _rate_limited(wait: float) -> JSONResponse:
 
 
 async def _json_body(request: Request, *, optional: bool = False) -> dict[str, Any] | None:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return None
-    if not body.strip():
-        return {} if optional else None
+    """The body as a JSON object, None when it is not one; over MAX_BODY: 413 (raised)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return await read_json_object(request, MAX_BODY, optional=optional)
+    except InvalidJson:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _ip(request: Request, svc: PairingService) -> str:
