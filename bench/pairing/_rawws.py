@@ -3,8 +3,10 @@
 The ``websockets`` client costs ~60 µs of CPU per message sent or received, which on a 2-core
 machine competes with the relay being measured. This client is an ``asyncio.Protocol``: the
 opening handshake is a hand-written HTTP/1.1 upgrade, frames are written synchronously with
-``transport.write`` (masked with a fresh random key per frame, as RFC 6455 requires, using
-the ``websockets`` C masking helper), and received frames are handed to a plain callback.
+``transport.write`` (masked with a fresh random key per frame, as RFC 6455 requires), and
+received frames are handed to a plain callback. Masking uses ``websockets``' C helper (the
+module its own frame code uses) and falls back to the pure-Python ``websockets.utils.apply_mask``
+(public: in that module's ``__all__``) when the C module is absent.
 It handles what the relay sends (unfragmented text/binary frames, ping, close) and nothing
 more.
 """
@@ -18,7 +20,10 @@ import random
 import struct
 from collections.abc import Callable
 
-from websockets.speedups import apply_mask
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # no C extension on this platform
+    from websockets.utils import apply_mask
 
 _getrandbits = random.getrandbits
 
@@ -96,7 +101,7 @@ class RawWS(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.transport.write(self._request)
+        transport.write(self._request)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

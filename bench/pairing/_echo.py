@@ -1,4 +1,7 @@
-"""Reference for W1: a bare ``websockets`` echo server (uvloop), ``python -m bench._echo PORT``."""
+"""Reference for W1: a bare ``websockets`` echo server (uvloop).
+
+``python -m bench.pairing._echo PORT``
+"""
 
 from __future__ import annotations
 

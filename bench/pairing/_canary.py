@@ -1,4 +1,4 @@
-"""A CPU canary for the latency benchmarks: ``python -m bench._canary SECONDS``.
+"""A CPU canary for the latency benchmarks: ``python -m bench.pairing._canary SECONDS``.
 
 Every millisecond it times one fixed unit of pure-Python work (~0.15 ms) and at the end prints
 one JSON line: the median unit and every unit that took more than :data:`STALL` times it, as

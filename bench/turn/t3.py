@@ -1,22 +1,25 @@
-"""T3: TURN allocation rate vs Debian coturn: 1,000 allocations by aioice at concurrency 50,
-then release; figures: allocations/s (ratio), and fds / relay ports / asyncio tasks back to
-their baseline after release."""
+"""T3: TURN allocation rate against coturn, 1,000 aioice allocations at concurrency 50.
+
+Each round allocates 1,000 relays with aioice (concurrency 50) on one server, then releases
+them; servers alternate, one up at a time. Figures: allocations/s (ratio ours/coturn; at
+least 500/s), and whether fds, relay ports and asyncio tasks come back to their baseline
+after release (rounds that do not: must be none).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from typing import Any
 
 import aioice.turn
 
-from bench.turn_harness import REALM, SECRET, Server, coturn, fds, machine, ours, write
-from metadata_relay.turn.credentials import rest_credential
+from bench._common import Run, median, open_fds, parse, parser, summary
+from bench.turn._servers import REFERENCE, SERVERS, STARTERS, Server, rest_credential
 
-del REALM
+QUICK = {"rounds": 1, "count": 50, "concurrency": 10}
 
 
 class Closed(asyncio.DatagramProtocol):
@@ -35,7 +38,7 @@ async def churn(server: Server, count: int, concurrency: int) -> dict[str, Any]:
 
     async def one(i: int) -> None:
         nonlocal failures
-        username, password = rest_credential(SECRET, f"t3u{i % 100}", 3600, time.time())
+        username, password = rest_credential(f"t3u{i % 100}")
         async with sem:
             try:
                 endpoints.append(await aioice.turn.create_turn_endpoint(
@@ -46,7 +49,7 @@ async def churn(server: Server, count: int, concurrency: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))
     elapsed = time.perf_counter() - t0
-    during_fds = fds(server.pid)
+    during_fds = open_fds(server.pid)
     during = server.stats()
     t1 = time.perf_counter()
     for tr, _ in endpoints:
@@ -61,18 +64,17 @@ async def churn(server: Server, count: int, concurrency: int) -> dict[str, Any]:
 
 def settle(server: Server, baseline: int, timeout: float = 10) -> int:
     deadline = time.monotonic() + timeout
-    now = fds(server.pid)
+    now = open_fds(server.pid)
     while now > baseline and time.monotonic() < deadline:
         time.sleep(0.1)
-        now = fds(server.pid)
+        now = open_fds(server.pid)
     return now
 
 
 def run_one(kind: str, count: int, concurrency: int) -> dict[str, Any]:
-    start = ours if kind == "ours" else coturn
-    with start(ports=2000) as server:
+    with STARTERS[kind](ports=2000) as server:
         time.sleep(0.5)
-        base_fds = fds(server.pid)
+        base_fds = open_fds(server.pid)
         base = server.stats()
         result = asyncio.run(churn(server, count, concurrency))
         result["server"] = kind
@@ -91,36 +93,39 @@ def run_one(kind: str, count: int, concurrency: int) -> dict[str, Any]:
         return result
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(prog="bench turn_t3")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--count", type=int, default=1000)
-    ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--servers", default="ours,coturn", help="comma list: ours,coturn")
-    args = ap.parse_args()
-    servers = tuple(args.servers.split(","))
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = parser("t3", __doc__)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--count", type=int, default=1000, help="allocations per round")
+    p.add_argument("--concurrency", type=int, default=50)
+    return parse(p, argv, QUICK)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run = Run("T3", argv, title=summary(__doc__), reference=REFERENCE, quick=args.quick,
+              tools=("coturn",), rounds=args.rounds, count=args.count,
+              concurrency=args.concurrency)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in SERVERS}
     for i in range(args.rounds):
-        for kind in servers:
-            run = run_one(kind, args.count, args.concurrency)
-            runs[kind].append(run)
-            print(f"# round {i + 1} {kind}: {json.dumps(run)}", flush=True)
-    summary: dict[str, Any] = {}
-    for kind, rs in runs.items():
-        summary[kind] = {
-            "allocs_per_s": statistics.median(r["allocs_per_s"] for r in rs),
-            "failures": sum(r["failures"] for r in rs),
-            "back_to_baseline": all(r["back_to_baseline"] for r in rs),
-        }
-    summary["rate_ratio"] = round(summary["ours"]["allocs_per_s"]
-                                  / summary["coturn"]["allocs_per_s"], 3) \
-        if "ours" in summary and "coturn" in summary else None
-    path = write("turn_t3", {"benchmark": "turn_t3", "count": args.count,
-                             "concurrency": args.concurrency, "rounds": args.rounds,
-                             "machine": machine(), "summary": summary, "runs": runs})
-    for kind in servers:
-        for k, v in summary[kind].items():
-            print(f"turn_t3 {kind} {k} {v}")
-    print(f"turn_t3 rate_ratio_ours_over_coturn {summary['rate_ratio']}")
-    print(f"# written {path}")
+        for kind in SERVERS:
+            row = run_one(kind, args.count, args.concurrency)
+            runs[kind].append(row)
+            print(f"# round {i + 1} {kind}: {json.dumps(row)}", flush=True)
+    run.detail("runs", runs)
+    ours_rate = median(r["allocs_per_s"] for r in runs["ours"])
+    coturn_rate = median(r["allocs_per_s"] for r in runs["coturn"])
+    run.figure("allocs_per_s", ours_rate, "alloc/s", "median of rounds", target=">= 500",
+               headline=True)
+    run.reference_figure("coturn_allocs_per_s", coturn_rate, "alloc/s", "median of rounds")
+    run.ratio("rate_vs_coturn", ours_rate / coturn_rate, "allocations/s, medians of rounds",
+              headline=True)
+    run.figure("rounds_not_back_to_baseline",
+               sum(not r["back_to_baseline"] for r in runs["ours"]), "",
+               f"of {args.rounds}: fds, relay ports or asyncio tasks above their baseline "
+               "after release",
+               target="== 0", headline=True)
+    run.figure("failures", sum(r["failures"] for r in runs["ours"]), "",
+               "allocations that failed, all rounds", target="== 0")
+    run.write()
     return 0

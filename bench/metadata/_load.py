@@ -95,5 +95,17 @@ def statuses(samples: Iterable[Sample]) -> dict[str, int]:
     return dict(sorted(Counter(str(x.status) for x in samples).items()))
 
 
+def outcomes(samples: Iterable[Sample], *, errors_only: bool = False) -> dict[str, int]:
+    """Counts of "<status> <error code of the JSON envelope, or the client error>"; with
+    ``errors_only``, of the non-200 answers only."""
+    codes: Counter[str] = Counter()
+    for x in samples:
+        if errors_only and x.status == 200:
+            continue
+        env = x.envelope()
+        codes[f"{x.status} {env['error'] if env else x.error or 'no envelope'}"] += 1
+    return dict(sorted(codes.items()))
+
+
 def x_caches(samples: Iterable[Sample]) -> dict[str, int]:
     return dict(sorted(Counter(x.x_cache or "-" for x in samples).items()))

@@ -1,10 +1,10 @@
-"""W2 idle density: RSS of the service per idle client socket at 10,000 sockets.
+"""W2: idle density, the relay's RSS per idle client socket at 10,000 sockets.
 
 Opens the sockets in batches (distinct X-Forwarded-For addresses), waits for the service to
 settle, reads VmRSS of the service process before and after. Two variants: sockets only
 opened, and sockets that also sent ``connect`` to a registered instance (a live session).
 
-``uv run python -m bench w2 [--sockets 10000]``
+Needs ``ulimit -n`` above the socket count (the load generator holds every socket).
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import gc
 import json
 from typing import Any
 
+import uvloop
 import websockets
 
-from bench._pairing import (
-    gather_limited,
-    keepalive,
-    open_ws,
-    register,
-    rss_kb,
-    service,
-    uvloop_run,
-    write,
-)
+from bench import _procs
+from bench._common import Run, parse, parser, rss_kb, summary
+from bench.pairing._clients import gather_limited, keepalive, open_ws, register
+
+ID = "W2"
+QUICK = {"sockets": 100}
 
 
 async def settle(pid: int) -> int:
@@ -35,8 +32,8 @@ async def settle(pid: int) -> int:
 
 
 async def variant(n: int, connect: bool) -> dict[str, Any]:
-    with service() as (url, proc):
-        ws_base = url.replace("http://", "ws://")
+    with _procs.relay() as relay:
+        ws_base = relay.url.replace("http://", "ws://")
         inst = await register(ws_base, "w2-instance")
         # warm-up: a few sockets through every code path, then the baseline
         warm = await gather_limited([open_ws(ws_base + "/relay/client/websocket")
@@ -45,7 +42,7 @@ async def variant(n: int, connect: bool) -> dict[str, Any]:
             if connect:
                 await w.send(json.dumps({"type": "connect", "instance_id": "w2-instance"}))
                 await w.recv()
-        base = await settle(proc.pid)
+        base = await settle(relay.pid)
 
         async def one() -> websockets.ClientConnection:
             ws = await open_ws(ws_base + "/relay/client/websocket", ping_interval=None)
@@ -58,7 +55,7 @@ async def variant(n: int, connect: bool) -> dict[str, Any]:
         pinger = asyncio.create_task(keepalive([inst]))
         socks = await gather_limited([one() for _ in range(n)], 200)
         gc.collect()
-        after = await settle(proc.pid)
+        after = await settle(relay.pid)
         per = (after - base) / n
         drainer.cancel()
         pinger.cancel()
@@ -74,18 +71,26 @@ async def _drain(ws: websockets.ClientConnection) -> None:
         pass
 
 
-async def run(n: int) -> list[dict[str, Any]]:
+async def measure(n: int) -> list[dict[str, Any]]:
     return [await variant(n, False), await variant(n, True)]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = parser("w2", __doc__)
     p.add_argument("--sockets", type=int, default=10_000)
-    args = p.parse_args()
-    rows = uvloop_run(run(args.sockets))
-    write("w2", {"variants": rows})
+    return parse(p, argv, QUICK)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run = Run(ID, argv, title=summary(__doc__), reference="none (absolute figure)",
+              quick=args.quick, sockets=args.sockets)
+    rows = uvloop.run(measure(args.sockets))
+    run.detail("variants", rows)
     for r in rows:
-        kind = "connected sessions" if r["connected_sessions"] else "open sockets"
-        print(f"W2 {r['sockets']:,} idle {kind}: {r['kb_per_socket']:.1f} KB RSS per socket "
-              f"(service {r['rss_before_kb'] / 1024:.0f} -> {r['rss_after_kb'] / 1024:.0f} MB; "
-              f"target <= 40 KB)")
+        kind = "connected" if r["connected_sessions"] else "open"
+        run.figure(f"kb_per_{kind}_socket", r["kb_per_socket"], "KB",
+                   f"{r['sockets']:,} idle sockets, service {r['rss_before_kb'] / 1024:.0f} -> "
+                   f"{r['rss_after_kb'] / 1024:.0f} MB", target="<= 40", headline=True)
+    run.write()
+    return 0

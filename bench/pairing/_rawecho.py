@@ -1,10 +1,11 @@
 """Floor for W1 latency: a bare asyncio WebSocket echo server (uvloop), no framework at all.
 
-``python -m bench._rawecho PORT``. It answers the opening handshake, unmasks each client frame
-(:func:`bench._rawws.split_frames`) and writes it back unmasked; ping/pong and close are the
-minimum a client needs. It parses no JSON and routes nothing, so its latency is what this
-machine, the kernel's loopback path and one Python event loop give at a message rate: the
-floor under any Python relay measured by the same harness (bench/w1.py). Benchmark code only.
+``python -m bench.pairing._rawecho PORT``. It answers the opening handshake, unmasks each
+client frame (:func:`bench.pairing._rawws.split_frames`) and writes it back unmasked;
+ping/pong and close are the minimum a client needs. It parses no JSON and routes nothing, so
+its latency is what this machine, the kernel's loopback path and one Python event loop give
+at a message rate: the floor under any Python relay measured by the same harness
+(bench/pairing/w1.py). Benchmark code only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import base64
 import hashlib
 import sys
 
-from bench._rawws import split_frames
+from bench.pairing._rawws import split_frames
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -1,5 +1,6 @@
-"""P2: cold stampede — 1,000 concurrent requests for one uncached key, upstream answering
-after 200 ms: upstream calls (must be 1), successes (must be 1,000), wall time.
+"""P2: cold stampede: 1,000 concurrent requests for one uncached key, upstream after 200 ms.
+
+Figures: upstream calls (must be 1), successes (must be 1,000), wall time.
 
 Each round uses a fresh key; the client opens one connection per request (so the wall time
 includes 1,000 TCP connects, and on a 2-core machine is dominated by the Python client; the
@@ -13,26 +14,26 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from tests.doubles.fake_upstream import TMDB_KEY, FakeUpstream
-from tests.tools import start_service
 
-from bench import _load, _procs
-from bench._report import Report, median, percentile
+from bench import _procs
+from bench._common import Run, cpu_seconds, median, parse, parser, percentile, summary
+from bench.metadata import _load
+
+ID = "P2"
+QUICK = {"requests": 50, "rounds": 1, "delay": 0.05}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench p2_stampede", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("p2", __doc__)
     p.add_argument("--requests", type=int, default=1000, help="concurrent requests (spec: 1000)")
     p.add_argument("--delay", type=float, default=0.2, help="upstream answer delay, s (spec: 0.2)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each on a fresh key")
     p.add_argument("--body-bytes", type=int, default=30 * 1024, help="upstream body padding")
-    return p.parse_args(argv)
+    return parse(p, argv, QUICK)
 
 
 async def _stampede(url: str, n: int) -> tuple[list[_load.Sample], float, float]:
@@ -50,16 +51,15 @@ def stampede(url: str, n: int) -> tuple[list[_load.Sample], float, float]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    report = Report("p2_stampede", argv, requests=args.requests, upstream_delay_s=args.delay,
-                    rounds=args.rounds, body_padding=args.body_bytes,
-                    caps="defaults (UPSTREAM_MAX_RPS=40, UPSTREAM_MAX_CONNECTIONS=16)")
+    run = Run(ID, argv, title=summary(__doc__), reference="none (absolute figures)",
+              quick=args.quick, requests=args.requests, upstream_delay_s=args.delay,
+              rounds=args.rounds, body_padding=args.body_bytes,
+              caps="defaults (UPSTREAM_MAX_RPS=40, UPSTREAM_MAX_CONNECTIONS=16)")
     rounds: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-p2-")))
         fake = FakeUpstream(body_padding=args.body_bytes).start()
         stack.callback(fake.stop)
-        svc = start_service(tmp, {**fake.env(), "LOG_LEVEL": "warning", "TURN_ENABLED": "false"})
-        stack.callback(svc.stop)
+        svc = stack.enter_context(_procs.relay({**fake.env(), "TURN_ENABLED": "false"}))
         for r in range(args.rounds):
             show = str(50_000 + r)
             upstream_path = f"/3/tv/{show}"
@@ -68,10 +68,10 @@ def main(argv: list[str]) -> int:
                 f"http://127.0.0.1:{fake.port}{upstream_path}?api_key={TMDB_KEY}")
             before = fake.count(upstream_path)
             fake.delay = args.delay
-            cpu0 = _procs.tree_cpu_seconds(svc.proc.pid)
+            cpu0 = cpu_seconds(svc.pid)
             samples, wall, t0 = _load.in_child(stampede, f"{svc.url}/tmdb/tv/shows/{show}",
                                            args.requests)
-            relay_cpu = _procs.tree_cpu_seconds(svc.proc.pid) - cpu0
+            relay_cpu = cpu_seconds(svc.pid) - cpu0
             calls = fake.count(upstream_path) - before
             starts = [round(c.at - t0, 3) for c in fake.api_calls() if c.path == upstream_path
                       and c.at >= t0]
@@ -84,23 +84,24 @@ def main(argv: list[str]) -> int:
                    "x_cache": _load.x_caches(samples),
                    "client_errors": sorted({x.error for x in samples if x.error})}
             rounds.append(row)
-            print(f"p2_stampede round {r + 1}: {row}", file=sys.stderr, flush=True)
-    report.detail("rounds", rounds)
-    report.figure("upstream_calls", max(x["upstream_calls"] for x in rounds), "",
-                  "worst round; must be 1")
-    report.figure("successes", min(x["successes"] for x in rounds), f"of {args.requests}",
-                  "worst round; 200 with the upstream bytes")
-    report.figure("wall_time", median([x["wall_s"] for x in rounds]), "s",
-                  f"median of rounds; upstream delay {args.delay}s")
-    report.figure("first_upstream_call_after",
-                  median([x["upstream_call_starts_s"][0] for x in rounds
-                          if x["upstream_call_starts_s"]]), "s",
-                  "median; mostly the client opening 1,000 connections on a 2-core box")
-    report.figure("relay_cpu", median([x["relay_cpu_s"] for x in rounds]), "s",
-                  "relay process CPU for the whole stampede, median")
-    report.figure("p99_latency", median([x["p99_ms"] for x in rounds]), "ms", "median of rounds")
-    report.figure("x_cache_miss_share",
-                  median([x["x_cache"].get("MISS", 0) / args.requests for x in rounds]), "",
-                  "waiters answered by the single flight (rest: HIT after it landed)")
-    report.write()
+            print(f"P2 round {r + 1}: {row}", file=sys.stderr, flush=True)
+    run.detail("rounds", rounds)
+    run.figure("upstream_calls", max(x["upstream_calls"] for x in rounds), "",
+               "worst round", target="== 1", headline=True)
+    run.figure("successes", min(x["successes"] for x in rounds), "",
+               f"worst round; 200 with the upstream bytes, of {args.requests}",
+               target=f"== {args.requests}", headline=True)
+    run.figure("wall_time", median([x["wall_s"] for x in rounds]), "s",
+               f"median of rounds; upstream delay {args.delay}s", headline=True)
+    run.figure("first_upstream_call_after",
+               median([x["upstream_call_starts_s"][0] for x in rounds
+                       if x["upstream_call_starts_s"]]), "s",
+               "median; mostly the client opening its connections on a 2-core box")
+    run.figure("relay_cpu", median([x["relay_cpu_s"] for x in rounds]), "s",
+               "relay process CPU for the whole stampede, median")
+    run.figure("p99", median([x["p99_ms"] for x in rounds]), "ms", "median of rounds")
+    run.figure("x_cache_miss_share",
+               median([x["x_cache"].get("MISS", 0) / args.requests for x in rounds]), "",
+               "waiters answered by the single flight (rest: HIT after it landed)")
+    run.write()
     return 0

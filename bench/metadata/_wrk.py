@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from bench._common import tool_path
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -27,7 +28,7 @@ class WrkResult:
 
 
 def wrk_path() -> str:
-    path = shutil.which("wrk")
+    path = tool_path("wrk")
     if path is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return path

@@ -1,20 +1,21 @@
-"""W1 relay throughput and latency (spec/benchmarks.md).
+"""W1: relay throughput and one-way latency of 1 KiB frames, against two bare echo servers.
 
 Throughput: N instance/client pairs (N = 100, 1000) exchange 1 KiB ``message`` /
 ``relay_message`` frames in a closed loop (window of 4 per pair; the instance answers every
 frame), against a bare ``websockets`` echo server with 2N connections doing the same. Figure:
 messages the server received and forwarded per second; rounds interleaved relay, echo, relay,
-echo, ...; median of the rounds.
+echo, ...; median of the rounds; server CPU per message from /proc/PID/stat.
 
-Latency: 1,000 pairs x 10 msg/s (5/s each direction, fixed phases), one-way latency from a
-timestamp in the payload (both ends live in this process: one clock). The latency run uses a
-lean client (``bench/_rawws.py``) so the load generator's CPU competes less with the relay.
-At each rate the same run is repeated against the bare ``websockets`` echo server (the spec's
-reference) and a bare asyncio echo (``bench/_rawecho.py``: no framework, no JSON; the floor of
-a Python server on this machine), one right after the other, so the three latencies share the
-machine's conditions (``--no-reference-latency`` skips them).
-
-``uv run python -m bench w1 [--rounds 3] [--seconds 4] [--pairs 100,1000]``
+Latency: 1,000 pairs at 1, 2, 5 and 10 msg/s each (half each direction, fixed phases), one-way
+latency from a timestamp in the payload (both ends live in this process: one clock). The
+latency run uses a lean client (``bench/pairing/_rawws.py``) so the load generator's CPU
+competes less with the relay. At each rate the same run is repeated against the bare
+``websockets`` echo server and a bare asyncio echo (``bench/pairing/_rawecho.py``: no
+framework, no JSON; the floor of a Python server on this machine), one right after the other,
+so the three share the machine's conditions; the relay's p99 and CPU per frame are reported as
+ratios to the bare asyncio echo's (``--no-reference-latency`` skips the references).
+``--canary`` runs a CPU canary (``bench/pairing/_canary.py``) beside each latency row to tell
+host stalls apart from the relay's own.
 """
 
 from __future__ import annotations
@@ -27,58 +28,55 @@ import bisect
 import contextlib
 import json
 import os
-import statistics
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import uvloop
 import websockets
 
-from bench._pairing import (
+from bench import _procs
+from bench._common import (
+    REPO,
+    Run,
     cpu_seconds,
     free_port,
+    median,
+    parse,
+    parser,
+    percentile,
+    runqueue_wait_seconds,
+    summary,
+)
+from bench.pairing._clients import (
     fresh_ip,
     gather_limited,
     keepalive,
     new_key,
     open_ws,
-    percentile,
     register,
-    service,
-    uvloop_run,
-    write,
 )
-from bench._rawws import RawWS
+from bench.pairing._rawws import RawWS
+
+Socket = TypeVar("Socket", websockets.ClientConnection, RawWS)
+ID = "W1"
+REFERENCE = "bare websockets echo server; bare asyncio echo (latency and CPU per frame)"
+# 100 pairs at least: fewer would each exceed the relay's 500 msg/s per session and be closed
+QUICK = {"rounds": 1, "seconds": 1.0, "pairs": [100], "latency_pairs": 100, "rates": [10.0]}
 
 WINDOW = 4
 PAYLOAD = base64.b64encode(b"\x00" * 1024).decode()
 
 
-class Pairs:
+class Pairs(Generic[Socket]):
+    """N instance sockets and their N client sockets, with the session ids that join them."""
+
     def __init__(self) -> None:
-        self.instances: list[websockets.ClientConnection] = []
-        self.clients: list[websockets.ClientConnection] = []
+        self.instances: list[Socket] = []
+        self.clients: list[Socket] = []
         self.sessions: list[str] = []
-
-    @classmethod
-    async def open(cls, url: str, n: int, tag: str) -> Pairs:
-        ws_base = url.replace("http://", "ws://")
-        self = cls()
-        self.instances = await gather_limited(
-            [register(ws_base, f"w1-{tag}-{i}") for i in range(n)], 100)
-
-        async def client(i: int) -> websockets.ClientConnection:
-            ws = await open_ws(ws_base + "/relay/client/websocket")
-            await ws.send(json.dumps({"type": "connect", "instance_id": f"w1-{tag}-{i}"}))
-            reply = json.loads(await ws.recv())
-            assert reply["type"] == "connected", reply
-            return ws
-
-        self.clients = await gather_limited([client(i) for i in range(n)], 100)
-        await self.collect_sessions()
-        return self
 
     async def collect_sessions(self) -> None:
         """The ``connection`` each instance got for its client: the session ids, in order."""
@@ -90,6 +88,25 @@ class Pairs:
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self.instances + self.clients),
                              return_exceptions=True)
+
+
+async def open_pairs(url: str, n: int, tag: str) -> Pairs[websockets.ClientConnection]:
+    """N registered instances and N clients connected to them, on the ``websockets`` client."""
+    ws_base = url.replace("http://", "ws://")
+    pairs: Pairs[websockets.ClientConnection] = Pairs()
+    pairs.instances = await gather_limited(
+        [register(ws_base, f"w1-{tag}-{i}") for i in range(n)], 100)
+
+    async def client(i: int) -> websockets.ClientConnection:
+        ws = await open_ws(ws_base + "/relay/client/websocket")
+        await ws.send(json.dumps({"type": "connect", "instance_id": f"w1-{tag}-{i}"}))
+        reply = json.loads(await ws.recv())
+        assert reply["type"] == "connected", reply
+        return ws
+
+    pairs.clients = await gather_limited([client(i) for i in range(n)], 100)
+    await pairs.collect_sessions()
+    return pairs
 
 
 async def closed_loop(sender: websockets.ClientConnection, frame: str,
@@ -138,7 +155,8 @@ async def measure(tasks_factory: Any, counter: list[int], seconds: float,
     return (c1 - c0) / (t1 - t0), cpu
 
 
-async def relay_round(pairs: Pairs, seconds: float, pid: int) -> tuple[float, float | None]:
+async def relay_round(pairs: Pairs[websockets.ClientConnection], seconds: float,
+                      pid: int) -> tuple[float, float | None]:
     counter = [0]
     frame = json.dumps({"type": "message", "payload": PAYLOAD})
 
@@ -169,22 +187,9 @@ async def echo_round(conns: list[websockets.ClientConnection], seconds: float,
     return rate, cpu
 
 
-def runqueue_wait(pid: int) -> float:
-    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += int((task / "schedstat").read_text().split()[1])
-    return total / 1e9
-
-
-class RawPairs(Pairs):
-    """N instance/client pairs on the lean client (:mod:`bench._rawws`) for the latency run."""
-
-    def __init__(self) -> None:
-        self.instances: list[RawWS] = []
-        self.clients: list[RawWS] = []
-        self.sessions: list[str] = []
+class RawPairs(Pairs[RawWS]):
+    """N instance/client pairs on the lean client (:mod:`bench.pairing._rawws`), for the
+    latency run."""
 
     @classmethod
     async def open(cls, url: str, n: int, tag: str) -> RawPairs:
@@ -226,8 +231,8 @@ class RawPairs(Pairs):
 
 
 def start_canary(seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bench._canary", str(seconds)],
-                            cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE)
+    return subprocess.Popen(_procs.python_module("bench.pairing._canary", str(seconds)),
+                            cwd=REPO, stdout=subprocess.PIPE)
 
 
 def canary_figures(canary: subprocess.Popen[bytes], ms: list[float],
@@ -260,10 +265,10 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
     evenly over ``slot``-long slots (1 ms: 10 frames per slot at 10,000 msg/s; the former
     10 ms slots sent synchronised bursts of 100 frames, whose queueing alone is ~6 ms).
     One ticker writes every frame synchronously and receivers are
-    plain callbacks (:mod:`bench._rawws`), so the generator costs little CPU. Frames are the
+    plain callbacks (:mod:`bench.pairing._rawws`), so the generator costs little CPU. Frames are the
     same size as in the throughput run: the payload is base64 of 1,024 bytes whose first 24
     are a ``perf_counter`` timestamp (one clock: both ends live in this process).
-    With ``canary``, :mod:`bench._canary` runs beside the measured seconds."""
+    With ``canary``, :mod:`bench.pairing._canary` runs beside the measured seconds."""
     one_way: list[float] = []
     sent_at: list[float] = []
     recording = [False]
@@ -311,10 +316,10 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
     recording[0] = True
     probe = start_canary(seconds) if canary else None
     cpu0, gen0 = cpu_seconds(pid), time.process_time()
-    wait0, gwait0 = runqueue_wait(pid), runqueue_wait(os.getpid())
+    wait0, gwait0 = runqueue_wait_seconds(pid), runqueue_wait_seconds(os.getpid())
     await asyncio.sleep(seconds)
     server_cpu, gen_cpu = cpu_seconds(pid) - cpu0, time.process_time() - gen0
-    wait, gwait = runqueue_wait(pid) - wait0, runqueue_wait(os.getpid()) - gwait0
+    wait, gwait = runqueue_wait_seconds(pid) - wait0, runqueue_wait_seconds(os.getpid()) - gwait0
     recording[0] = False
     stop.set()
     await task
@@ -328,7 +333,7 @@ async def latency(pairs: RawPairs, seconds: float, rate_per_pair: float,
             "offered_msg_per_s": rate_per_pair * len(pairs.instances),
             "achieved_msg_per_s": round(n / seconds),
             "p50_ms": round(percentile(ms, 50), 3), "p99_ms": round(percentile(ms, 99), 3),
-            "max_ms": round(max(ms), 3) if ms else float("nan"),
+            "max_ms": round(max(ms, default=float("nan")), 3),
             "over_5ms_pct": round(100 * sum(x > 5.0 for x in ms) / n, 2) if n else float("nan"),
             "windows_100ms_with_over_5ms": f"{len(slow_windows)} of {round(seconds * 10)}",
             "server_cpu_pct": round(100 * server_cpu / seconds),
@@ -399,67 +404,67 @@ async def latency_sweep(url: str, n: int, seconds: float, rates: list[float],
     return rows
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def throughput(url: str, pid: int, echo: tuple[int, int], n: int,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """Closed-loop rounds at N pairs, relay and websockets echo (port, pid) interleaved."""
+    echo_port, echo_pid = echo
+    pairs = await open_pairs(url, n, f"n{n}")
+    pinger = asyncio.create_task(keepalive(pairs.instances))
+    conns = await gather_limited(
+        [open_ws(f"ws://127.0.0.1:{echo_port}/") for _ in range(2 * n)], 100)
+    rows = []
+    for r in range(args.rounds):
+        relay, relay_cpu = await relay_round(pairs, args.seconds, pid)
+        ref, ref_cpu = await echo_round(conns, args.seconds, echo_pid)
+        relay_us = 1e6 * (relay_cpu or 0) / (relay * args.seconds)
+        echo_us = 1e6 * (ref_cpu or 0) / (ref * args.seconds)
+        rows.append({"round": r + 1, "relay_msg_s": round(relay), "echo_msg_s": round(ref),
+                     "ratio": round(relay / ref, 3), "relay_server_cpu_s": relay_cpu,
+                     "echo_server_cpu_s": ref_cpu, "relay_cpu_us_per_msg": round(relay_us, 1),
+                     "echo_cpu_us_per_msg": round(echo_us, 1)})
+        print(f"  N={n} round {r + 1}: relay {relay:,.0f} msg/s, echo {ref:,.0f} msg/s, ratio "
+              f"{relay / ref:.2f}; server CPU per message: relay {relay_us:.0f} us, echo "
+              f"{echo_us:.0f} us", flush=True)
+    await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+    pinger.cancel()
+    await pairs.close()
+    return {"rounds": rows,
+            **{f"median_{k}": median(x[k] for x in rows) for k in (
+                "relay_msg_s", "echo_msg_s", "ratio", "relay_cpu_us_per_msg",
+                "echo_cpu_us_per_msg")}}
+
+
+async def measure_all(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"throughput": {}, "latency": None}
-    echo_port, raw_port = free_port(), free_port()
-    root = Path(__file__).parent.parent
-    echo = subprocess.Popen([sys.executable, "-m", "bench._echo", str(echo_port)],
-                            cwd=root, stdout=subprocess.PIPE)
-    raw = subprocess.Popen([sys.executable, "-m", "bench._rawecho", str(raw_port)],
-                           cwd=root, stdout=subprocess.PIPE)
-    try:
-        for ref in (echo, raw):
-            assert ref.stdout is not None
-            ref.stdout.readline()
-        with service() as (url, proc):
-            for n in ([] if args.latency_only else args.pairs):
-                pairs = await Pairs.open(url, n, f"n{n}")
-                pinger = asyncio.create_task(keepalive(pairs.instances))
-                conns = await gather_limited(
-                    [open_ws(f"ws://127.0.0.1:{echo_port}/") for _ in range(2 * n)], 100)
-                rows = []
-                for r in range(args.rounds):
-                    relay, relay_cpu = await relay_round(pairs, args.seconds, proc.pid)
-                    ref, ref_cpu = await echo_round(conns, args.seconds, echo.pid)
-                    relay_us = 1e6 * (relay_cpu or 0) / (relay * args.seconds)
-                    echo_us = 1e6 * (ref_cpu or 0) / (ref * args.seconds)
-                    rows.append({"round": r + 1, "relay_msg_s": round(relay),
-                                 "echo_msg_s": round(ref), "ratio": round(relay / ref, 3),
-                                 "relay_server_cpu_s": relay_cpu, "echo_server_cpu_s": ref_cpu,
-                                 "relay_cpu_us_per_msg": round(relay_us, 1),
-                                 "echo_cpu_us_per_msg": round(echo_us, 1)})
-                    print(f"  N={n} round {r + 1}: relay {relay:,.0f} msg/s, "
-                          f"echo {ref:,.0f} msg/s, ratio {relay / ref:.2f}; server CPU per "
-                          f"message: relay {relay_us:.0f} us, echo {echo_us:.0f} us", flush=True)
-                results["throughput"][str(n)] = {
-                    "rounds": rows,
-                    "median_relay_msg_s": statistics.median(x["relay_msg_s"] for x in rows),
-                    "median_echo_msg_s": statistics.median(x["echo_msg_s"] for x in rows),
-                    "median_ratio": statistics.median(x["ratio"] for x in rows),
-                    "median_relay_cpu_us_per_msg": statistics.median(
-                        x["relay_cpu_us_per_msg"] for x in rows),
-                    "median_echo_cpu_us_per_msg": statistics.median(
-                        x["echo_cpu_us_per_msg"] for x in rows),
-                }
-                await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-                pinger.cancel()
-                await pairs.close()
-            references = {} if args.no_reference_latency else {
-                "websockets echo": (echo_port, echo.pid), "bare asyncio echo": (raw_port, raw.pid)}
-            results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
-                url, args.latency_pairs, args.seconds * 2, args.rates, proc.pid,
-                args.slot_ms / 1000, args.ping_every, references, args.canary)}
-    finally:
-        for ref in (echo, raw):
-            ref.terminate()
-            ref.wait(10)
+    with contextlib.ExitStack() as stack:
+        refs: dict[str, tuple[int, int]] = {}  # name -> (port, pid)
+        for name, module in (("websockets echo", "bench.pairing._echo"),
+                             ("bare asyncio echo", "bench.pairing._rawecho")):
+            port = free_port()
+            proc = _procs.start(name.replace(" ", "-"), _procs.python_module(module, str(port)),
+                                tmp, _procs.listening(port))
+            stack.callback(proc.stop)
+            refs[name] = (port, proc.pid)
+        relay = stack.enter_context(_procs.relay(workdir=tmp / "relay"))
+        for n in ([] if args.latency_only else args.pairs):
+            results["throughput"][str(n)] = await throughput(
+                relay.url, relay.pid, refs["websockets echo"], n, args)
+        references = {} if args.no_reference_latency else refs
+        results["latency"] = {"pairs": args.latency_pairs, "sweep": await latency_sweep(
+            relay.url, args.latency_pairs, args.seconds * 2, args.rates, relay.pid,
+            args.slot_ms / 1000, args.ping_every, references, args.canary)}
     return results
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = parser("w1", __doc__)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="seconds per throughput round (latency rows run twice as long)")
     p.add_argument("--pairs", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
     p.add_argument("--latency-pairs", type=int, default=1000)
     p.add_argument("--slot-ms", type=float, default=1.0,
@@ -469,25 +474,52 @@ def main() -> None:
     p.add_argument("--no-reference-latency", action="store_true",
                    help="latency run: skip the same run against the two echo servers")
     p.add_argument("--canary", action="store_true",
-                   help="latency run: time a CPU canary (bench/_canary.py) beside each row")
+                   help="latency run: time a CPU canary (pairing/_canary.py) beside each row")
     p.add_argument("--latency-only", action="store_true",
                    help="skip the closed-loop throughput rounds")
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
                    default=[1.0, 2.0, 5.0, 10.0], help="messages/s per pair (latency sweep)")
-    args = p.parse_args()
-    results = uvloop_run(run(args))
-    write("w1", results)
+    return parse(p, argv, QUICK)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run = Run(ID, argv, title=summary(__doc__), reference=REFERENCE, quick=args.quick,
+              rounds=args.rounds, seconds=args.seconds, pairs=args.pairs,
+              latency_pairs=args.latency_pairs, rates=args.rates, slot_ms=args.slot_ms,
+              ping_every_s=args.ping_every, canary=args.canary)
+    with tempfile.TemporaryDirectory(prefix="bench-w1-") as tmp:
+        results = uvloop.run(measure_all(args, Path(tmp)))
+    run.detail("throughput", results["throughput"])
+    run.detail("latency", results["latency"])
     for n, t in results["throughput"].items():
-        print(f"W1 throughput N={n}: relay {t['median_relay_msg_s']:,.0f} msg/s, "
-              f"echo {t['median_echo_msg_s']:,.0f} msg/s, ratio {t['median_ratio']:.2f} "
-              f"(target >= 0.5); server CPU per message relay "
-              f"{t['median_relay_cpu_us_per_msg']:.0f} us, "
-              f"echo {t['median_echo_cpu_us_per_msg']:.0f} us")
-    lat = results["latency"]
-    for name, rows in lat["sweep"].items():
-        for row in rows:
-            print(f"W1 latency {name}, {lat['pairs']} pairs x {row['rate_per_pair']:g} msg/s: "
-                  f"one-way p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
-                  f"{' (target < 5 ms at 10 msg/s)' if name == 'relay' else ''}, server "
-                  f"{row['server_cpu_us_per_msg']} us/msg, waited for a CPU "
-                  f"{row['server_runqueue_wait_ms_per_s']} ms/s")
+        run.ratio(f"vs_echo_n{n}", t["median_ratio"],
+                  f"relayed msg/s at N={n} pairs over the websockets echo's, median of rounds",
+                  target=">= 0.5", headline=True)
+        run.figure(f"msg_s_n{n}", t["median_relay_msg_s"], "msg/s", "median of rounds")
+        run.figure(f"cpu_per_msg_n{n}", t["median_relay_cpu_us_per_msg"], "us",
+                   "server CPU per relayed message, median of rounds")
+        run.reference_figure(f"echo_msg_s_n{n}", t["median_echo_msg_s"], "msg/s")
+        run.reference_figure(f"echo_cpu_per_msg_n{n}", t["median_echo_cpu_us_per_msg"], "us")
+    sweep = results["latency"]["sweep"]
+    for i, row in enumerate(sweep["relay"]):
+        at = f"@{row['rate_per_pair']:g}/s"  # message rate per pair
+        top = i == len(sweep["relay"]) - 1  # the highest rate: the spec's 10 msg/s per pair
+        run.figure(f"p99{at}", row["p99_ms"], "ms",
+                   f"one-way, {results['latency']['pairs']} pairs")
+        run.figure(f"cpu_per_frame{at}", row["server_cpu_us_per_msg"], "us")
+        for name, rows in sweep.items():
+            if name == "relay":
+                continue
+            tag = "echo" if name == "websockets echo" else "bare_echo"
+            ref = rows[i]
+            run.reference_figure(f"{tag}_p99{at}", ref["p99_ms"], "ms")
+            run.reference_figure(f"{tag}_cpu_per_frame{at}", ref["server_cpu_us_per_msg"], "us")
+            if tag == "bare_echo":
+                run.ratio(f"p99_vs_bare_echo{at}", ratio(row["p99_ms"], ref["p99_ms"]),
+                          "one-way p99, the same open loop right after", headline=top)
+                run.ratio(f"cpu_vs_bare_echo{at}", ratio(row["server_cpu_us_per_msg"],
+                                                         ref["server_cpu_us_per_msg"]),
+                          "server CPU per frame", headline=top)
+    run.write()
+    return 0

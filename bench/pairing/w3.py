@@ -1,12 +1,10 @@
-"""W3 pairing latency: 1,000 claim -> redeem -> connect -> both sides notified.
+"""W3: pairing latency, 1,000 claim -> redeem -> connect -> both sides notified.
 
 Each pairing: the instance sends ``create_claim`` on its socket (``claim_created``), the player
 redeems the code (``POST /relay/claim/{code}``) then sends ``connect`` with the code on an
 open client socket; done when the player has ``connected`` and the instance ``connection``.
 Figures: p50/p99 from redeem to both notified (target p99 < 50 ms) and of the whole flow,
 sequentially and with 20 pairings in flight. 10 instances, distinct client addresses.
-
-``uv run python -m bench w3 [--pairings 1000]``
 """
 
 from __future__ import annotations
@@ -18,9 +16,15 @@ import time
 from typing import Any
 
 import aiohttp
+import uvloop
 import websockets
 
-from bench._pairing import fresh_ip, open_ws, percentile, register, service, uvloop_run, write
+from bench import _procs
+from bench._common import Run, parse, parser, percentile, summary
+from bench.pairing._clients import fresh_ip, open_ws, register
+
+ID = "W3"
+QUICK = {"pairings": 20}
 
 INSTANCES = 10
 
@@ -48,7 +52,7 @@ class Instance:
                     fut.set_result(now)
 
     async def claim(self, request_id: str) -> str:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.claims[request_id] = fut
         await self.ws.send(json.dumps({"type": "create_claim", "user_id": "bench",
                                        "ttl_seconds": 300, "request_id": request_id}))
@@ -99,12 +103,13 @@ async def phase(url: str, insts: list[Instance], n: int, concurrency: int,
             "claim_to_notified_p99_ms": round(percentile(full, 99), 2)}
 
 
-async def run(n: int) -> list[dict[str, Any]]:
+async def measure(n: int) -> list[dict[str, Any]]:
     # the per-IP redeem limit is keyed by X-Forwarded-For (loopback is a trusted proxy)
-    with service() as (url, _proc):
+    with _procs.relay() as relay:
+        url = relay.url
         ws_base = url.replace("http://", "ws://")
         insts = [Instance(await register(ws_base, f"w3-{i}")) for i in range(INSTANCES)]
-        await phase(url, insts, 50, 1, 10**6)  # warm-up
+        await phase(url, insts, min(n, 50), 1, 10**6)  # warm-up
         results = [await phase(url, insts, n, 1, 0), await phase(url, insts, n, 20, n)]
         for inst in insts:
             inst.reader.cancel()
@@ -112,14 +117,25 @@ async def run(n: int) -> list[dict[str, Any]]:
         return results
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = parser("w3", __doc__)
     p.add_argument("--pairings", type=int, default=1000)
-    args = p.parse_args()
-    rows = uvloop_run(run(args.pairings))
-    write("w3", {"phases": rows})
-    for r in rows:
-        print(f"W3 {r['pairings']} pairings, {r['concurrency']} in flight: redeem->notified "
-              f"p50 {r['redeem_to_notified_p50_ms']:.1f} ms, p99 "
-              f"{r['redeem_to_notified_p99_ms']:.1f} ms (target < 50 ms); claim->notified p50 "
-              f"{r['claim_to_notified_p50_ms']:.1f} ms, p99 {r['claim_to_notified_p99_ms']:.1f} ms")
+    return parse(p, argv, QUICK)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    run = Run(ID, argv, title=summary(__doc__), reference="none (absolute figures)",
+              quick=args.quick, pairings=args.pairings, instances=INSTANCES)
+    sequential, concurrent = uvloop.run(measure(args.pairings))
+    run.detail("phases", [sequential, concurrent])
+    run.figure("redeem_to_notified_p99", sequential["redeem_to_notified_p99_ms"], "ms",
+               "one pairing at a time", target="< 50", headline=True)
+    run.figure("redeem_to_notified_p50", sequential["redeem_to_notified_p50_ms"], "ms",
+               "one pairing at a time")
+    run.figure("claim_to_notified_p99", sequential["claim_to_notified_p99_ms"], "ms",
+               "one pairing at a time")
+    run.figure("redeem_to_notified_p99_20_in_flight",
+               concurrent["redeem_to_notified_p99_ms"], "ms", "20 pairings in flight")
+    run.write()
+    return 0

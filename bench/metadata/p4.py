@@ -1,5 +1,7 @@
-"""P4: upstream outage with a warm cache — success rate and p99 for warm keys whose entries
-have expired, time to first answer (and the JSON error envelope) for cold keys.
+"""P4: upstream outage (503 or hanging) with a warm cache of expired entries.
+
+Figures: success rate and p99 for warm keys, time to first answer (and the JSON error
+envelope) for cold keys.
 
 Warm N keys through the real service, stop it, rewrite ``expires_at``/``purge_at`` in its
 SQLite ``cache_entries`` (simulating time passing), then for each variant start the service on
@@ -25,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.doubles.fake_upstream import FakeUpstream
-from tests.tools import start_service
 
-from bench import _load
-from bench._report import Report, percentile
+from bench import _procs
+from bench._common import Run, parse, parser, percentile, summary
+from bench.metadata import _load
+
+ID = "P4"
+QUICK = {"keys": 10, "warm_requests": 100, "cold_requests": 5}
 
 STALE_IF_ERROR = 30 * 86400  # spec: stale-if-error up to 30 days past expiry
 AGES = {"swr": 3600.0, "sie": 2 * 86400.0}  # seconds past expiry
@@ -36,8 +41,7 @@ MODES = ("503", "hang")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench p4_outage", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("p4", __doc__)
     p.add_argument("--keys", type=int, default=200, help="warm keys")
     p.add_argument("--warm-requests", type=int, default=2000, help="requests to warm keys")
     p.add_argument("--warm-concurrency", type=int, default=32)
@@ -47,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--queue-timeout", type=float, default=2.0, help="UPSTREAM_QUEUE_TIMEOUT")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of 503,hang")
     p.add_argument("--ages", default=",".join(AGES), help="comma list of swr,sie")
-    return p.parse_args(argv)
+    return parse(p, argv, QUICK)
 
 
 def warm(urls: list[str]) -> dict[str, str]:
@@ -116,19 +120,10 @@ def summarise(mode: str, age: str, warm_s: list[_load.Sample], cold_s: list[_loa
         "warm_p99_ms": round(1000 * percentile(wl, 99), 2),
         "warm_max_ms": round(1000 * max(wl, default=0), 2),
         "cold_requests": len(cold_s), "cold_with_envelope": cold_env,
-        "cold_error_codes": _load_codes(cold_s),
+        "cold_error_codes": _load.outcomes(cold_s),
         "cold_first_answer_p50_ms": round(1000 * percentile(cl, 50), 1),
         "cold_first_answer_max_ms": round(1000 * max(cl, default=0), 1),
     }
-
-
-def _load_codes(samples: list[_load.Sample]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for x in samples:
-        env = x.envelope()
-        k = f"{x.status} {env['error'] if env else x.error or '-'}"
-        out[k] = out.get(k, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def main(argv: list[str]) -> int:
@@ -139,29 +134,27 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"--modes from {MODES}, --ages from {tuple(AGES)}")
     knobs = {"UPSTREAM_TIMEOUT": str(args.timeout),
              "UPSTREAM_QUEUE_TIMEOUT": str(args.queue_timeout)}
-    report = Report("p4_outage", argv, service_env=knobs, keys=args.keys,
-                    warm_requests=args.warm_requests, warm_concurrency=args.warm_concurrency,
-                    cold_requests=args.cold_requests, cold_concurrency=args.cold_concurrency,
-                    ages_s=AGES)
+    run = Run(ID, argv, title=summary(__doc__), reference="none (absolute figures)",
+              quick=args.quick, service_env=knobs, keys=args.keys,
+              warm_requests=args.warm_requests, warm_concurrency=args.warm_concurrency,
+              cold_requests=args.cold_requests, cold_concurrency=args.cold_concurrency,
+              ages_s=AGES)
     rows: list[dict[str, Any]] = []
     rng = random.Random(4)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-p4-")))
         fake = FakeUpstream(body_padding=2048).start()
         stack.callback(fake.stop)
-        base_env = {**fake.env(), "LOG_LEVEL": "warning", "TURN_ENABLED": "false"}
+        base_env = {**fake.env(), "TURN_ENABLED": "false"}
 
         # 1. warm the cache through the real service (fast rate so warming is quick)
         warm_db = tmp / "warm" / "relay.db"
         warm_db.parent.mkdir()
-        svc = start_service(tmp / "warm", {**base_env, "SQLITE_DB_PATH": str(warm_db),
-                                           "UPSTREAM_MAX_RPS": "1000"})
-        try:
-            paths = [f"/tmdb/movies/{300_000 + i}" for i in range(args.keys)]
+        paths = [f"/tmdb/movies/{300_000 + i}" for i in range(args.keys)]
+        with _procs.relay({**base_env, "SQLITE_DB_PATH": str(warm_db),
+                           "UPSTREAM_MAX_RPS": "1000"}, workdir=tmp / "warm") as svc:
             by_path = {p: d for u, d in _load.in_child(
                 warm, [svc.url + p for p in paths]).items() for p in [u[len(svc.url):]]}
-        finally:
-            svc.stop()
 
         for age in ages:
             aged = copy_db(warm_db, tmp / f"aged-{age}")
@@ -174,33 +167,39 @@ def main(argv: list[str]) -> int:
                     fake.hang = True
                 run_dir = tmp / f"run-{age}-{mode}"  # copy_db creates it
                 db = copy_db(aged, run_dir / "data")
-                svc = start_service(run_dir, {**base_env, **knobs, "SQLITE_DB_PATH": str(db)})
-                try:
+                with _procs.relay({**base_env, **knobs, "SQLITE_DB_PATH": str(db)},
+                                  workdir=run_dir) as svc:
                     warm_urls = [svc.url + rng.choice(paths) for _ in range(args.warm_requests)]
                     cold_urls = [f"{svc.url}/tmdb/movies/{400_000 + i}"
                                  for i in range(args.cold_requests)]
                     digests = {svc.url + p: d for p, d in by_path.items()}
                     w, c, wall = _load.in_child(outage_load, warm_urls, cold_urls,
                                                 args.warm_concurrency, args.cold_concurrency)
-                finally:
-                    svc.stop()
                 row = summarise(mode, age, w, c, digests, wall)
                 row["entries_aged"] = n
                 row["upstream_calls"] = len(fake.api_calls())
                 rows.append(row)
-                print(f"p4_outage {age}/{mode}: {row}", file=sys.stderr, flush=True)
+                print(f"P4 {age}/{mode}: {row}", file=sys.stderr, flush=True)
         fake.reset()  # hanging handlers stop holding the fake's shutdown as soon as they can
 
-    report.detail("variants", rows)
+    run.detail("variants", rows)
+    run.figure("warm_success", min(r["warm_success_pct"] for r in rows), "%",
+               "worst variant: 200 with the cached bytes", target="== 100", headline=True)
+    run.figure("warm_p99", max(r["warm_p99_ms"] for r in rows), "ms", "worst variant",
+               headline=True)
+    run.figure("cold_first_answer_max", max(r["cold_first_answer_max_ms"] for r in rows), "ms",
+               f"slowest cold answer, all variants; UPSTREAM_TIMEOUT {args.timeout:g} s "
+               "bounds queue wait plus request", headline=True)
+    run.figure("cold_without_envelope",
+               sum(r["cold_requests"] - r["cold_with_envelope"] for r in rows), "",
+               "cold answers without the JSON error envelope, all variants", target="== 0")
     for r in rows:
         tag = f"{r['age']}_{r['mode']}"
-        report.figure(f"{tag}_warm_success", r["warm_success_pct"], "%",
-                      f"{r['warm_ok']}/{r['warm_requests']} 200 with the cached bytes, "
-                      f"x-cache {r['warm_x_cache']}")
-        report.figure(f"{tag}_warm_p99", r["warm_p99_ms"], "ms")
-        report.figure(f"{tag}_cold_first_answer_max", r["cold_first_answer_max_ms"], "ms",
-                      f"UPSTREAM_TIMEOUT {args.timeout:g}s, queue bound "
-                      f"{args.queue_timeout:g}s; {r['cold_with_envelope']}/"
-                      f"{r['cold_requests']} with the JSON envelope {r['cold_error_codes']}")
-    report.write()
+        run.figure(f"{tag}_warm_success", r["warm_success_pct"], "%",
+                   f"{r['warm_ok']}/{r['warm_requests']}, x-cache {r['warm_x_cache']}")
+        run.figure(f"{tag}_warm_p99", r["warm_p99_ms"], "ms")
+        run.figure(f"{tag}_cold_first_answer_max", r["cold_first_answer_max_ms"], "ms",
+                   f"{r['cold_with_envelope']}/{r['cold_requests']} with the JSON envelope "
+                   f"{r['cold_error_codes']}")
+    run.write()
     return 0
