@@ -1,52 +1,76 @@
-"""Generic dispatcher: ``python -m bench`` lists the benchmarks, ``python -m bench <name> [args]``
-imports ``bench/<name>.py`` and calls its ``main(argv)``."""
+"""``python -m bench`` lists the benchmarks with their one-line summaries;
+``python -m bench <name> [args]`` runs ``bench/<area>/<name>.py``;
+``python -m bench report`` regenerates the status table of BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import ast
 import importlib
-import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench._common import spec_order, summary
+
 BENCH_DIR = Path(__file__).resolve().parent
-# modules in bench/ that are helpers, not benchmarks (they have no main(argv))
-NOT_BENCHMARKS = frozenset({"__init__", "__main__"})
+REPORT = "report"
+REPORT_SUMMARY = "Regenerate the status table of BENCHMARKS.md from bench/results/*.json."
 
 
-def benchmark_names() -> list[str]:
-    """Every bench/<name>.py whose module defines ``main``, sorted."""
-    names = []
-    for path in sorted(BENCH_DIR.glob("*.py")):
-        if path.stem in NOT_BENCHMARKS or path.stem.startswith("_"):
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # the command, the file's name: the spec's id in lower case ("p1", "t1")
+    module: str  # "bench.<area>.<name>"
+    summary: str  # first line of the module's docstring
+
+
+def benchmarks() -> dict[str, Benchmark]:
+    """Every ``bench/<area>/<name>.py`` whose name does not start with ``_`` and that
+    defines ``main``, by name, in the spec's order (P, W, T). Read without importing them, so
+    the list shows even when one benchmark's imports are broken."""
+    found: dict[str, Benchmark] = {}
+    for path in BENCH_DIR.glob("*/*.py"):
+        if path.name.startswith("_") or path.parent.name.startswith(("_", ".")):
             continue
-        if "\ndef main(" in path.read_text(encoding="utf-8"):
-            names.append(path.stem)
-    return names
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(isinstance(node, ast.FunctionDef) and node.name == "main"
+                   for node in tree.body):
+            continue
+        if path.stem in found or path.stem == REPORT:
+            raise RuntimeError(f"two benchmarks named {path.stem!r}: names must be unique")
+        found[path.stem] = Benchmark(path.stem, f"bench.{path.parent.name}.{path.stem}",
+                                     summary(ast.get_docstring(tree)))
+    return {name: found[name] for name in sorted(found, key=spec_order)}
 
 
-def summary(name: str) -> str:
-    module = importlib.import_module(f"bench.{name}")
-    doc = (module.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+def usage() -> str:
+    rows = [f"  {b.name:<8} {b.summary}" for b in benchmarks().values()]
+    return "\n".join([
+        "usage: python -m bench <name> [--quick] [options]   (options: python -m bench <name> -h)",
+        "       python -m bench report [--check]",
+        "",
+        *rows,
+        f"  {REPORT:<8} {REPORT_SUMMARY}",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    names = benchmark_names()
     if not argv or argv[0] in ("-h", "--help", "list"):
-        print("usage: python -m bench <name> [args]   (python -m bench <name> --help)")
-        for name in names:
-            print(f"  {name:<20} {summary(name)}")
+        print(usage())
         return 0
-    name = argv[0]
-    if name not in names:
-        print(f"unknown benchmark {name!r}; known: {', '.join(names)}", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name == REPORT:
+        from bench import _report
+
+        return _report.main(rest)
+    known = benchmarks()
+    if name not in known:
+        print(f"unknown benchmark {name!r}; known: {', '.join(known)}, {REPORT}",
+              file=sys.stderr)
         return 2
-    module = importlib.import_module(f"bench.{name}")
-    if inspect.signature(module.main).parameters:
-        return int(module.main(argv[1:]) or 0)
-    sys.argv = [f"bench {name}", *argv[1:]]  # main() that parses sys.argv itself
-    return int(module.main() or 0)
+    module = importlib.import_module(known[name].module)
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":
