@@ -77,9 +77,11 @@ def search_params(doc: dict[str, Any]) -> list[Param]:
             raise ValueError("languages must be a comma-separated list of language codes")
         params["languages"] = ",".join(codes)
     if (query := _field(doc, "query")) is not None:
-        if len(query) > MAX_QUERY:
-            raise ValueError(f"query must be at most {MAX_QUERY} characters")
-        params["query"] = " ".join(query.lower().split())
+        query = " ".join(query.lower().split())
+        if len(query) > MAX_QUERY or not query.isprintable():
+            raise ValueError(f"query must be printable text of at most {MAX_QUERY} "
+                             "characters")
+        params["query"] = query
     if not params.keys() & SEARCH_KEYS:
         raise ValueError("one of file_hash, imdb_id, tmdb_id or query is required")
     return sorted(params.items())
