@@ -1,10 +1,10 @@
 """Raw ASGI layer in front of the router for the proxy's paths.
 
-Cache hits are answered here without framework routing or middleware: one route match, one
-memory lookup, two ``send`` calls. Misses go to :meth:`MetadataProxy.serve`. Every other path
-falls through to the wrapped application. Fresh hits on an otherwise idle connection are
-usually answered before ASGI by ``metadata_relay.http.fastpath``; both take their headers from
-``hits.py``.
+Proxy requests are answered here without framework routing or middleware: one route match
+(memoised), :meth:`MetadataProxy.serve` (one memory lookup; a hit returns at once), two
+``send`` calls. Every other path falls through to the wrapped application. Fresh hits on an
+otherwise idle connection are usually answered before ASGI by ``metadata_relay.http.fastpath``;
+both take their headers from ``hits.py``.
 """
 
 from __future__ import annotations

@@ -131,7 +131,9 @@ ROUTES: tuple[ProxyRoute, ...] = (
                Params.NONE),
     ProxyRoute("/api/v1/subtitles/search", OS, "/subtitles", TtlClass.SEARCH, Params.BODY,
                methods=("POST",)),
-    ProxyRoute("/api/v1/subtitles/download-url/{file_id}", OS, "/download", None, Params.NONE),
+    # each call spends the account's download quota: GET only (a HEAD would spend it too)
+    ProxyRoute("/api/v1/subtitles/download-url/{file_id}", OS, "/download", None, Params.NONE,
+               methods=("GET",)),
 )
 PREFIXES = ("/tmdb/", "/tvdb/", "/music/", "/openlibrary/", "/api/v1/subtitles/")
 MUSIC_SEARCH_TYPES = frozenset(("artist", "release", "release-group", "recording"))
