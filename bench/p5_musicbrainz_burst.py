@@ -31,6 +31,8 @@ import aiohttp
 from tests.doubles.fake_music import FakeMusic
 from tests.tools import start_service
 
+from bench.p3_misses import peak_window
+
 RESULT = Path(__file__).resolve().parent / "results" / "p5_musicbrainz_burst.json"
 
 
@@ -43,17 +45,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--upstream-delay", type=float, default=0.1,
                    help="seconds the fake MusicBrainz takes per answer")
     return p.parse_args(argv)
-
-
-def peak_window(times: list[float], window: float = 1.0) -> int:
-    """Most events in any half-open interval [t, t + window)."""
-    ordered = sorted(times)
-    best = i = 0
-    for j, t in enumerate(ordered):
-        while t - ordered[i] >= window:
-            i += 1
-        best = max(best, j - i + 1)
-    return best
 
 
 async def burst(base: str, count: int) -> list[tuple[int, float]]:

@@ -18,7 +18,7 @@ import aiohttp
 from typer.testing import CliRunner
 
 from metadata_relay.cli import app as cli
-from tests.relay_server import DB_NAME, client, serve_relay
+from tests.relay_server import DB_NAME, client, serve_relay, streamed_json
 from tests.tools import running_service
 
 URL = "/crashes/report"
@@ -114,14 +114,8 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path):
 
 async def test_the_body_is_capped_while_it_streams(tmp_path):
     async with serve_relay(tmp_path) as base, client() as http:
-
-        async def chunks():
-            yield b'{"error_type": "X", "stacktrace": [], "error_message": "'
-            for _ in range(40):
-                yield b"m" * 1024
-            yield b'"}'
-
-        async with http.post(base + URL, data=chunks()) as r:
+        head = b'{"error_type": "X", "stacktrace": [], "error_message": "'
+        async with http.post(base + URL, data=streamed_json(head, 40)) as r:
             assert r.status == 413
             assert (await r.json())["error"] == "payload_too_large"
         async with http.post(base + URL, data=json.dumps(report(error_message="m" * 40000))

@@ -11,7 +11,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from tests.doubles.fake_opensubtitles import OS_KEY, RESET_UTC
-from tests.relay_server import client, serve_relay
+from tests.relay_server import client, serve_relay, streamed_json
 
 SEARCH = "/api/v1/subtitles/search"
 DOWNLOAD = "/api/v1/subtitles/download-url"
@@ -80,13 +80,7 @@ async def test_bad_search_bodies_are_refused_without_an_upstream_call(tmp_path, 
         async with http.get(base + SEARCH) as r:
             assert r.status == 405
         # the body cap holds while it streams: a chunked body without a length
-        async def chunks():
-            yield b'{"query": "'
-            for _ in range(64):
-                yield b"a" * 1024
-            yield b'"}'
-
-        async with http.post(base + SEARCH, data=chunks()) as r:
+        async with http.post(base + SEARCH, data=streamed_json(b'{"query": "', 64)) as r:
             assert r.status == 413
             assert (await r.json())["error"] == "payload_too_large"
             assert r.headers["connection"] == "close"
