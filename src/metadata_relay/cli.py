@@ -22,7 +22,8 @@ T = TypeVar("T")
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
-    help="metadata-relay: TMDB/TVDB caching proxy, device pairing relay and STUN/TURN server.",
+    help="metadata-relay: caching proxy for the metadata APIs mydia calls, device pairing relay "
+    "and STUN/TURN server.",
 )
 
 
