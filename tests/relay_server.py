@@ -42,3 +42,13 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         auto_decompress=False, headers={"accept-encoding": "identity"}
     ) as session:
         yield session
+
+
+async def streamed_json(head: bytes, kib: int) -> AsyncIterator[bytes]:
+    """A JSON object sent chunked, without a length: ``head`` (which opens a string), ``kib``
+    KiB of letters, then the string and the object closed; for body caps that must hold while
+    a body streams."""
+    yield head
+    for _ in range(kib):
+        yield b"a" * 1024
+    yield b'"}'

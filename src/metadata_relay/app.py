@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
 from metadata_relay.config import Settings
+from metadata_relay.crashes.routes import routes as crash_routes
 from metadata_relay.http import status
 from metadata_relay.http.bodies import BodyTooLarge, too_large
 from metadata_relay.http.edge import EdgeMiddleware
@@ -129,7 +130,8 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
             log.info("stopped")
 
     app = Starlette(
-        routes=[*status.routes(runtime.db, runtime.components), *pairing_routes],
+        routes=[*status.routes(runtime.db, runtime.components),
+                *crash_routes(settings, runtime.db), *pairing_routes],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, BodyTooLarge: too_large},
     )

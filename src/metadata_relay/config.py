@@ -8,6 +8,7 @@ variable, so start-up stops before anything is half-configured.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,6 +30,9 @@ DEFAULT_DENIED_PEERS = (
     "203.0.113.0/24,224.0.0.0/4,240.0.0.0/4,255.255.255.255/32,::/128,::1/128,64:ff9b::/96,"
     "100::/64,2001::/32,2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
 )
+
+
+_CONTACT_MAIL = re.compile(r"[!-~]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
 
 
 class ConfigError(Exception):
@@ -95,6 +99,16 @@ class Settings(BaseSettings):
     TVDB_API_KEY: str | None = None
     TVDB_PIN: str | None = None
     TVDB_BASE_URL: str = "https://api4.thetvdb.com/v4"
+    MUSICBRAINZ_BASE_URL: str = "https://musicbrainz.org/ws/2"
+    MUSICBRAINZ_MAX_RPS: float = Field(1.0, gt=0)  # musicbrainz.org allows 1 request/s
+    COVERART_BASE_URL: str = "https://coverartarchive.org"
+    OPENLIBRARY_BASE_URL: str = "https://openlibrary.org"
+    OPENSUBTITLES_API_KEY: str | None = None
+    OPENSUBTITLES_USERNAME: str | None = None
+    OPENSUBTITLES_PASSWORD: str | None = None
+    OPENSUBTITLES_BASE_URL: str = "https://api.opensubtitles.com/api/v1"
+    # named in the User-Agent every provider sees, so their operators can reach ours
+    UPSTREAM_CONTACT: str = "https://github.com/getmydia/mydia"
     UPSTREAM_TIMEOUT: float = Field(10.0, gt=0, le=300)
     UPSTREAM_MAX_RPS: float = Field(40.0, gt=0)
     UPSTREAM_MAX_CONNECTIONS: int = Field(16, ge=1, le=1024)
@@ -102,6 +116,11 @@ class Settings(BaseSettings):
 
     # cache
     CACHE_MEMORY_MAX_BYTES: int = Field(64 * 1024 * 1024, ge=0)
+    CACHE_ENTRY_MAX_BYTES: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    # crash reports
+    CRASH_REPORTS_MAX: int = Field(2000, ge=1, le=1_000_000)
+    CRASH_REPORTS_MAX_AGE_DAYS: float = Field(30.0, gt=0, le=3650)
 
     # pairing
     RELAY_TOKEN_SECRET: str | None = None
@@ -140,9 +159,22 @@ class Settings(BaseSettings):
     def _lower(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("TMDB_BASE_URL", "TVDB_BASE_URL")
+    @field_validator("TMDB_BASE_URL", "TVDB_BASE_URL", "MUSICBRAINZ_BASE_URL",
+                     "COVERART_BASE_URL", "OPENLIBRARY_BASE_URL", "OPENSUBTITLES_BASE_URL")
     @classmethod
     def _base_url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("UPSTREAM_CONTACT")
+    @classmethod
+    def _contact(cls, v: str) -> str:
+        # it goes into a header: printable ASCII, an http(s) URL or a mail address
+        if not v.isascii() or not v.isprintable() or " " in v:
+            raise ValueError(f"not a URL or mail address: {v!r}")
+        if v.startswith("mailto:") or ("@" in v and "/" not in v):
+            if not _CONTACT_MAIL.fullmatch(v.removeprefix("mailto:")):
+                raise ValueError(f"not a mail address: {v!r}")
+            return v
         return _http_url(v)
 
     @field_validator("REDIS_URL")
@@ -169,7 +201,8 @@ class Settings(BaseSettings):
         return v
 
     @field_validator(
-        "TMDB_API_KEY", "TVDB_API_KEY", "TVDB_PIN", "RELAY_TOKEN_SECRET", "TURN_SECRET"
+        "TMDB_API_KEY", "TVDB_API_KEY", "TVDB_PIN", "RELAY_TOKEN_SECRET", "TURN_SECRET",
+        "OPENSUBTITLES_API_KEY", "OPENSUBTITLES_USERNAME", "OPENSUBTITLES_PASSWORD",
     )
     @classmethod
     def _empty_is_unset(cls, v: str | None) -> str | None:
@@ -238,7 +271,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         if loc == "configuration" and ":" in msg:
             loc, msg = (s.strip() for s in msg.split(":", 1))
         value = err.get("input")
-        shown = "" if loc.endswith(("SECRET", "KEY", "PIN", "SECRETS")) else f" (got {value!r})"
+        hidden = ("SECRET", "KEY", "PIN", "SECRETS", "PASSWORD", "USERNAME")
+        shown = "" if loc.endswith(hidden) else f" (got {value!r})"
         if isinstance(value, dict):
             shown = ""
         raise ConfigError(f"invalid configuration: {loc}: {msg}{shown}") from None

@@ -72,7 +72,9 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for name in ("uvicorn.access",):
+    # uvicorn.access logs every request line; aiosqlite logs every statement with its
+    # parameters at debug level (crash reports, tokens, generated secrets): never below warning
+    for name in ("uvicorn.access", "aiosqlite"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -42,6 +42,12 @@ def test_lists_and_empty_values() -> None:
     ("TURN_ENABLED", "maybe"), ("TURN_URI", "http://x"), ("TURN_PUBLIC_IP", "host.example"),
     ("HOST", "not an ip"), ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_MAX_CONNECTIONS", "0"),
     ("TURN_CREDENTIAL_TTL", "5"), ("TURN_NATIVE_FORWARDING", "maybe"),
+    ("MUSICBRAINZ_BASE_URL", "musicbrainz.org"), ("COVERART_BASE_URL", "ftp://x"),
+    ("OPENLIBRARY_BASE_URL", "http://"), ("OPENSUBTITLES_BASE_URL", "nope"),
+    ("MUSICBRAINZ_MAX_RPS", "0"), ("UPSTREAM_CONTACT", "call me"),
+    ("UPSTREAM_CONTACT", "ops@"), ("UPSTREAM_CONTACT", "https://x.org/\x1b"),
+    ("CACHE_ENTRY_MAX_BYTES", "10"), ("CRASH_REPORTS_MAX", "0"),
+    ("CRASH_REPORTS_MAX_AGE_DAYS", "-1"),
 ])
 def test_bad_values_name_the_variable_in_one_line(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -55,3 +61,16 @@ def test_secret_values_are_not_echoed() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings({"TURN_CREDENTIAL_TTL": "1", "TMDB_API_KEY": "supersecret"})
     assert "supersecret" not in str(err.value)
+
+
+def test_provider_defaults_and_contacts() -> None:
+    s = load_settings({})
+    assert s.MUSICBRAINZ_BASE_URL == "https://musicbrainz.org/ws/2" and s.MUSICBRAINZ_MAX_RPS == 1
+    assert s.COVERART_BASE_URL == "https://coverartarchive.org"
+    assert s.OPENLIBRARY_BASE_URL == "https://openlibrary.org"
+    assert s.OPENSUBTITLES_BASE_URL == "https://api.opensubtitles.com/api/v1"
+    assert s.OPENSUBTITLES_API_KEY is s.OPENSUBTITLES_USERNAME is s.OPENSUBTITLES_PASSWORD is None
+    for contact in ("https://relay.example.org/about", "mailto:ops@example.org",
+                    "ops@example.org"):
+        assert load_settings({"UPSTREAM_CONTACT": contact}).UPSTREAM_CONTACT == contact
+    assert load_settings({"OPENSUBTITLES_PASSWORD": ""}).OPENSUBTITLES_PASSWORD is None

@@ -23,13 +23,22 @@ from metadata_relay.storage.sqlite import Database
 STALE_IF_ERROR = 30 * 86400
 GZIP_MIN_BYTES = 512
 ENTRY_OVERHEAD = 400  # bytes of bookkeeping counted per memory entry
+ALREADY_COMPRESSED = ("image/", "audio/", "video/", "application/zip", "application/gzip")
 
 
-def cache_key(path: str, params: list[tuple[str, str]]) -> str:
-    """``GET:<path>?<sorted params>``; callers pass the forwarded (api_key-free) params."""
+def cache_key(path: str, params: list[tuple[str, str]], method: str = "GET") -> str:
+    """``<METHOD>:<canonical path>?<sorted params>`` (HEAD shares GET's entries); callers
+    pass the canonical path and the parameters sent upstream (never an api_key)."""
     if not params:
-        return "GET:" + path
-    return "GET:" + path + "?" + urlencode(sorted(params))
+        return method + ":" + path
+    return method + ":" + path + "?" + urlencode(sorted(params))
+
+
+def compressible(content_type: str) -> bool:
+    """Whether gzip can shrink this kind of body (images, audio and video are compressed
+    already: gzipping a JPEG costs CPU for a percent or two)."""
+    kind = content_type.lower()
+    return not kind.startswith(ALREADY_COMPRESSED) or "svg" in kind
 
 
 def strong_etag(body: bytes) -> str:
@@ -54,7 +63,8 @@ class Entry:
     def create(cls, status: int, content_type: str, body: bytes, ttl: float,
                now: float | None = None) -> Entry:
         now = time.time() if now is None else now
-        gz = gzip.compress(body, 6, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
+        gz = (gzip.compress(body, 6, mtime=0)
+              if len(body) >= GZIP_MIN_BYTES and compressible(content_type) else None)
         if gz is not None and len(gz) >= len(body):
             gz = None
         return cls(status, content_type, body, strong_etag(body), now, now + ttl, gz)
@@ -149,6 +159,15 @@ class MemoryTier:
         while self.bytes > self.max_bytes:
             k, e = self._data.popitem(last=False)
             self.bytes -= e.size + len(k)
+
+    def adopt(self, key: str, entry: Entry) -> Entry:
+        """Keep ``entry`` (read from the persistent tier) unless a newer one arrived for
+        ``key`` meanwhile; return the one kept."""
+        current = self._data.get(key)
+        if current is not None and current.stored_at >= entry.stored_at:
+            return current
+        self.put(key, entry)
+        return entry
 
     def delete(self, key: str) -> None:
         old = self._data.pop(key, None)

@@ -1,16 +1,17 @@
 """Raw ASGI layer in front of the router for the proxy's paths.
 
-Cache hits are answered here without framework routing or middleware: one route match, one
-memory lookup, two ``send`` calls. Misses go to :meth:`MetadataProxy.serve`. Every other path
-falls through to the wrapped application. Fresh hits on an otherwise idle connection are
-usually answered before ASGI by ``metadata_relay.http.fastpath``; both take their headers from
-``hits.py``.
+Proxy requests are answered here without framework routing or middleware: one route match
+(memoised), :meth:`MetadataProxy.serve` (one memory lookup; a hit returns at once), two
+``send`` calls. Every other path falls through to the wrapped application. Fresh hits on an
+otherwise idle connection are usually answered before ASGI by ``metadata_relay.http.fastpath``;
+both take their headers from ``hits.py``.
 """
 
 from __future__ import annotations
 
 import time
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from metadata_relay.http.edge import CORS_HEADERS
@@ -22,7 +23,7 @@ from metadata_relay.metadata.hits import (
     RequestHeaders,
     entry_headers,
 )
-from metadata_relay.metadata.proxy import HIT, MetadataProxy, Reply, error_reply
+from metadata_relay.metadata.proxy import MetadataProxy, Reply, error_reply
 from metadata_relay.metadata.routes import is_proxy_path
 
 __all__ = ["HITS_KEY", "STATE_KEY", "MetadataGateway"]
@@ -53,18 +54,16 @@ class MetadataGateway:
         label = resolved[0].route.template if resolved is not None else "unmatched"
         if resolved is None:
             reply = error_reply(404, "not_found", "Not found")
-        elif method not in ("GET", "HEAD"):
-            reply = error_reply(405, "method_not_allowed", "Only GET and HEAD are supported")
+        elif method not in resolved[0].route.methods:
+            reply = error_reply(405, "method_not_allowed",
+                                f"Only {', '.join(resolved[0].route.methods)} supported")
         else:
             m, params, key = resolved
             proxy: MetadataProxy = scope["state"][STATE_KEY]
-            now = time.time()
-            entry = proxy.fresh_hit(key, now)
-            if entry is not None:
-                await self._send_entry(send, entry, HIT, now, rid, req, method)
-                answers.observe(label, entry.status, started)
-                return
-            reply = await proxy.serve(m, params, key)
+            if m.route.body:
+                reply = await proxy.serve_body(m, Request(scope, receive))
+            else:
+                reply = await proxy.serve(m, params, key)
         if reply.entry is not None:
             await self._send_entry(send, reply.entry, reply.cache, time.time(), rid, req, method)
         else:
@@ -93,6 +92,7 @@ class MetadataGateway:
         ]
         if reply.retry_after is not None:
             headers.append((b"retry-after", str(max(int(reply.retry_after + 0.999), 1)).encode()))
+        headers.extend(reply.headers)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body",
                     "body": b"" if method == "HEAD" else reply.body})

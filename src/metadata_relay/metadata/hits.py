@@ -18,12 +18,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from metadata_relay.http.edge import CORS_HEADERS
-from metadata_relay.metadata.cache import Entry, cache_key
+from metadata_relay.metadata import routes
+from metadata_relay.metadata.cache import Entry
 from metadata_relay.metadata.proxy import MetadataProxy
-from metadata_relay.metadata.routes import Match, forwarded_params, is_proxy_path, match
+from metadata_relay.metadata.routes import Resolved, is_proxy_path
 from metadata_relay.observability import HTTP_LATENCY, HTTP_REQUESTS
 
 # lifespan-state keys: the proxy (set by the app's lifespan) and the shared HitAnswers (set by
@@ -37,8 +37,6 @@ _X_CACHE = {c: c.encode() for c in ("HIT", "MISS", "STALE")}
 # make the response header invalid: uvicorn refuses to send it and drops the connection)
 _REQUEST_ID_OK = re.compile(rb"[\t\x20-\x7e]{1,%d}" % REQUEST_ID_MAX)
 _CORS_BLOCK = b"".join(b"%s: %s\r\n" % h for h in CORS_HEADERS)
-
-Resolved = tuple[Match, list[tuple[str, str]], str] | None
 
 
 def etag_matches(header: bytes, etag: str) -> bool:
@@ -132,13 +130,7 @@ class HitAnswers:
         resolved = self._resolved.get(cache_id, False)
         if resolved is not False:
             return resolved  # type: ignore[return-value]
-        m = match(path)
-        if m is None:
-            resolved = None
-        else:
-            query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True) if qs else []
-            params = forwarded_params(m.route, query)
-            resolved = (m, params, cache_key(path, params))
+        resolved = routes.resolve(path, qs)
         if len(self._resolved) >= RESOLVED_MAX:
             self._resolved.clear()
         self._resolved[cache_id] = resolved

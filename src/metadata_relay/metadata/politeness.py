@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Literal
 
-FailureKind = Literal["timeout", "unavailable", "bad_status", "rate_limited", "busy"]
+FailureKind = Literal["timeout", "unavailable", "bad_status", "rate_limited", "busy",
+                      "too_large"]
 
 
 class UpstreamFailure(Exception):
@@ -75,20 +76,24 @@ class CircuitBreaker:
 
 class Politeness:
     """At most ``rate`` request starts per second and ``concurrency`` requests in flight;
-    callers wait in a queue for at most ``queue_timeout`` seconds, then get ``busy``."""
+    callers wait in a queue for at most ``queue_timeout`` seconds, then get ``busy``.
 
-    # Requests are paced at 95 % of the cap: the time between leaving the gate and the bytes
-    # reaching upstream varies with event-loop load (P3 measured 208 starts in one second
-    # at a 200/s cap when paced at exactly 100 %), and the cap must hold at the upstream.
+    Requests are paced at ``headroom`` (95 %) of the cap: the time between leaving the gate
+    and the bytes reaching upstream varies with event-loop load (P3 measured 208 starts in one
+    second at a 200/s cap when paced at exactly 100 %), and the cap must hold at the upstream.
+    A provider that refuses rather than throttles (MusicBrainz answers 503 past 1 request/s)
+    gets more headroom."""
+
     HEADROOM = 0.95
 
     def __init__(self, rate: float, concurrency: int, queue_timeout: float,
-                 breaker: CircuitBreaker | None = None) -> None:
-        self.interval = 1.0 / (rate * self.HEADROOM)
+                 breaker: CircuitBreaker | None = None, headroom: float = HEADROOM) -> None:
+        self.interval = 1.0 / (rate * headroom)
         self.queue_timeout = queue_timeout
         self.semaphore = asyncio.Semaphore(concurrency)
         self.breaker = breaker or CircuitBreaker()
         self.next_slot = 0.0
+        self.last_start = float("-inf")  # monotonic time the last request left the gate
         self.blocked_until = 0.0  # from an upstream Retry-After
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -114,6 +119,10 @@ class Politeness:
                                   retry_after=max(self.breaker.open_until - time.monotonic(), 1))
         probe = self.breaker.probing
         try:
+            if self.next_slot > deadline:
+                # the rate gate alone is booked past this request's wait: refuse at once
+                raise UpstreamFailure("busy", "upstream request rate cap reached",
+                                      retry_after=self.next_slot - time.monotonic())
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                     await self.semaphore.acquire()
@@ -127,9 +136,16 @@ class Politeness:
                     raise UpstreamFailure("busy", "upstream request rate cap reached",
                                           retry_after=start - now)
                 self.next_slot = start + self.interval
-                # timers can fire up to 1 ms early (uvloop): never start before the slot
-                while (remaining := start - time.monotonic()) > 0:  # noqa: ASYNC110
+                # never before the slot (timers can fire up to 1 ms early on uvloop), nor
+                # closer than one interval to the last real start (a late wake-up of the
+                # request before this one must not shorten the gap)
+                while True:
+                    remaining = max(start, self.last_start + self.interval) - time.monotonic()
+                    if remaining <= 0:
+                        break
                     await asyncio.sleep(remaining)
+                self.last_start = time.monotonic()
+                self.next_slot = max(self.next_slot, self.last_start + self.interval)
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:

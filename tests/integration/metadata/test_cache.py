@@ -126,3 +126,22 @@ def test_cache_survives_restart_of_the_service(tmp_path, upstream: FakeUpstream)
             assert "relay_cache_requests_total" in text
             assert "relay_upstream_requests_total" in text
     assert upstream.count("/3/movie/603") == 1
+
+
+async def test_request_headers_never_shape_the_cached_answer(tmp_path, upstream: FakeUpstream):
+    """Cache poisoning: Host, X-Forwarded-* and rewrite headers are neither keyed nor sent
+    upstream, so whoever fills an entry cannot make it differ for the next client."""
+    hostile = {"host": "evil.example", "x-forwarded-host": "evil.example",
+               "x-forwarded-proto": "gopher", "x-original-url": "/tmdb/movies/1",
+               "x-rewrite-url": "/tmdb/movies/1", "x-http-method-override": "DELETE",
+               "forwarded": "host=evil.example"}
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        async with http.get(base + "/tmdb/movies/5?language=en", headers=hostile) as r:
+            poisoned = await r.read()
+            assert r.status == 200 and r.headers["x-cache"] == "MISS"
+        async with http.get(base + "/tmdb/movies/5?language=en") as r:
+            assert r.headers["x-cache"] == "HIT" and await r.read() == poisoned
+    (call,) = upstream.api_calls()
+    assert call.path == "/3/movie/5"
+    assert call.headers["Host"] == f"127.0.0.1:{upstream.port}"
+    assert not {k.lower() for k in call.headers} & set(hostile) - {"host"}

@@ -245,3 +245,57 @@ async def test_no_background_refresh_while_the_circuit_is_open(tmp_path, upstrea
                 assert r.status == 200 and r.headers["x-cache"] == "STALE"
         await asyncio.sleep(0.2)
         assert len(upstream.api_calls()) == calls  # stale served, upstream left alone
+
+
+async def test_overload_never_opens_the_breaker(tmp_path, upstream: FakeUpstream):
+    """Issue 12: 400 concurrent cold keys against an upstream that takes 0.5 s. Requests that
+    cannot get a slot with enough time left are refused at once (503 upstream_busy, no call);
+    every call the relay starts has time to finish, so the breaker stays closed and the next
+    request is answered from the upstream."""
+    upstream.delay = 0.5
+    env = {**upstream.env(), "UPSTREAM_TIMEOUT": "2"}  # keeps the test short; same shape
+    async with serve_relay(tmp_path, env) as base, aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one(i: int) -> tuple[int, str]:
+            async with http.get(f"{base}/tmdb/movies/{10_000 + i}") as r:
+                return r.status, (await r.json()).get("error", "")
+
+        answers = await asyncio.gather(*(one(i) for i in range(400)))
+        async with http.get(f"{base}/stats") as r:
+            assert (await r.json())["cache"]["upstream"]["tmdb"]["circuit"] == "closed"
+        async with http.get(f"{base}/tmdb/movies/1") as r:
+            assert r.status == 200 and r.headers["x-cache"] == "MISS"
+    served = sum(1 for s, _ in answers if s == 200)
+    assert served >= 16  # at least a round of 16 connections
+    assert {a for a in answers if a[0] != 200} <= {(503, "upstream_busy")}
+    assert len(upstream.api_calls("/3/movie/1")) == served + 1  # no call was cut short
+
+
+async def test_a_hanging_upstream_still_opens_the_breaker(tmp_path, upstream: FakeUpstream):
+    upstream.hang = True
+    env = {**upstream.env(), "UPSTREAM_TIMEOUT": "0.4", "UPSTREAM_MAX_RPS": "1000"}
+    async with serve_relay(tmp_path, env) as base, client() as http:
+        statuses = await asyncio.gather(*(http.get(f"{base}/tmdb/movies/{i}")
+                                          for i in range(1, 6)))
+        assert [r.status for r in statuses] == [504] * 5  # each had the whole timeout
+        for r in statuses:
+            r.release()
+        async with http.get(f"{base}/tmdb/movies/9") as r:
+            assert r.status == 502 and (await r.json())["error"] == "upstream_unavailable"
+    assert len(upstream.api_calls()) == 5
+
+
+async def test_large_bodies_arrive_whole_and_oversized_ones_are_refused(
+        tmp_path, upstream: FakeUpstream):
+    upstream.body_padding = 3 * 1024 * 1024  # many reads on the relay's side
+    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+        async with http.get(f"{base}/tmdb/movies/5") as r:
+            body = await r.read()
+        assert body == upstream._payload("/3/movie/5", {})
+    env = {**upstream.env(), "CACHE_ENTRY_MAX_BYTES": str(1024 * 1024)}
+    async with serve_relay(tmp_path / "capped", env) as base, client() as http:
+        async with http.get(f"{base}/tmdb/movies/6") as r:
+            assert r.status == 502 and (await r.json())["error"] == "upstream_too_large"
+        async with http.get(f"{base}/stats") as r:
+            assert (await r.json())["cache"]["upstream"]["tmdb"]["circuit"] == "closed"

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metadata_relay.metadata.cache import ENTRY_OVERHEAD, Entry, MemoryTier, cache_key
+from metadata_relay.metadata.providers.logins import jwt_expiry
 from metadata_relay.metadata.routes import TtlClass, forwarded_params, match
 from metadata_relay.metadata.ttl import TTL_SECONDS, ttl_for
-from metadata_relay.metadata.tvdb_auth import jwt_expiry
 from metadata_relay.metadata.upstream import parse_retry_after
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -86,3 +87,29 @@ async def test_retry_after_blocks_beyond_queue_budget() -> None:
             pass
     assert err.value.kind == "rate_limited" and err.value.retry_after is not None
     assert 29 < err.value.retry_after <= 30
+
+
+async def test_every_gap_between_starts_is_at_least_one_interval() -> None:
+    """Not just the span: a request woken late must not bring the next one closer."""
+    p = Politeness(rate=20, concurrency=8, queue_timeout=5, headroom=0.9)
+    starts: list[float] = []
+
+    async def one() -> None:
+        async with p.slot():
+            starts.append(time.monotonic())
+            time.sleep(0.01)  # hold the event loop: the next wake-up is late
+
+    await asyncio.gather(*(one() for _ in range(6)))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= p.interval
+
+
+async def test_a_rate_gate_booked_past_the_wait_refuses_at_once() -> None:
+    p = Politeness(rate=1, concurrency=16, queue_timeout=30)
+    async with p.slot():
+        pass
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailure) as err:
+        async with p.slot(max_wait=0.5):  # the next slot is ~1 s away
+            pass
+    assert err.value.kind == "busy" and time.monotonic() - started < 0.1

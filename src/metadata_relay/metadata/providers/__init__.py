@@ -1,0 +1,23 @@
+"""The upstream APIs the proxy calls, one module each; :func:`build_providers` makes them all
+from the settings."""
+
+from __future__ import annotations
+
+from metadata_relay.config import Settings
+from metadata_relay.metadata.providers.base import Provider
+from metadata_relay.metadata.providers.coverart import CoverArt
+from metadata_relay.metadata.providers.musicbrainz import MusicBrainz
+from metadata_relay.metadata.providers.openlibrary import OpenLibrary
+from metadata_relay.metadata.providers.opensubtitles import OpenSubtitles
+from metadata_relay.metadata.providers.tmdb import Tmdb
+from metadata_relay.metadata.providers.tvdb import Tvdb
+from metadata_relay.metadata.routes import ProviderName
+
+__all__ = ["Provider", "build_providers"]
+
+
+def build_providers(settings: Settings) -> dict[ProviderName, Provider]:
+    providers: list[Provider] = [Tmdb(settings), Tvdb(settings), MusicBrainz(settings),
+                                 CoverArt(settings), OpenLibrary(settings),
+                                 OpenSubtitles(settings)]
+    return {p.name: p for p in providers}
