@@ -112,8 +112,9 @@ def deploy(
     if status:
         from relay_deploy.status import gather, print_status
 
-        print_status(console, gather(cfg, ovh))
-        return
+        rows = gather(cfg, ovh)
+        print_status(console, rows)
+        raise typer.Exit(1 if any(ok is False for _, ok, _ in rows) else 0)
     raise typer.Exit(_run(console, err, cfg, ovh, phases, dry_run=dry_run, yes=yes))
 
 
