@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from relay_deploy.config import DEFAULT_CONFIG, ConfigError, DeployConfig, load_config
-from relay_deploy.report import PHASES
+from relay_deploy.report import PHASES, Redacting
 
 if TYPE_CHECKING:
     from relay_deploy.ovh_api import OvhCredentials
@@ -84,13 +84,17 @@ def deploy(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not ask before spending money (ordering a VPS).")] = False,
 ) -> None:
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    hidden: list[str] = []  # secrets, shared by both streams
+    out_stream, err_stream = Redacting(sys.stdout, hidden), Redacting(sys.stderr, hidden)
+    # (typeshed's IO[str] is not io.TextIOBase, which is what Console needs)
+    console = Console(file=cast(TextIO, out_stream), highlight=False)
+    err = Console(file=cast(TextIO, err_stream), highlight=False)
     try:
         from relay_deploy.ovh_api import load_ovh_credentials
 
         phases = select_phases(phase or [], skip or [])
         cfg = load_config(config or _default_config())
+        out_stream.hide(*cfg.secrets())
         ovh: OvhCredentials | None = None
         if status:
             try:
@@ -104,6 +108,8 @@ def deploy(
             elif not cfg.vps_ip and any(p in phases for p in ("kubeconfig", "verify")):
                 raise ConfigError(["vps_ip: empty in the config; run the vps phase first "
                                    "(or do not --skip it)"])
+        if ovh is not None:
+            out_stream.hide(ovh.application_secret, ovh.consumer_key)
     except ConfigError as exc:
         for line in exc.problems:
             err.print(f"error: {line}", soft_wrap=True)

@@ -70,11 +70,17 @@ def load_ovh_credentials(explicit: Path | None) -> OvhCredentials:
 
 
 def _from_file(path: Path) -> OvhCredentials:
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(path.read_text())
-    except (OSError, configparser.Error) as exc:
-        raise ConfigError([f"{path}: not a valid python-ovh INI file ({exc})"]) from exc
+        parser.read_string(path.read_text(), source=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{path}: cannot read the OVH config file ({reason})"]) from None
+    except configparser.Error as exc:
+        # the exception's text quotes the offending line, which may hold a secret: name only
+        # the kind of mistake and its line number
+        raise ConfigError([f"{path}: not a valid python-ovh INI file ({_ini_problem(exc)}); "
+                           f"compare with infra/ovh.conf.example"]) from None
     endpoint = parser.get("default", "endpoint", fallback="").strip()
     if not endpoint:
         raise ConfigError([f"{path}: [default] endpoint missing (ovh-eu, ovh-us, ovh-ca, "
@@ -93,6 +99,20 @@ def _from_file(path: Path) -> OvhCredentials:
         raise ConfigError(problems)
     return OvhCredentials(endpoint, values["application_key"], values["application_secret"],
                           values["consumer_key"], str(path))
+
+
+def _ini_problem(exc: configparser.Error) -> str:
+    line = getattr(exc, "lineno", None)
+    errors = getattr(exc, "errors", None)
+    if not line and errors:
+        line = errors[0][0]
+    kind = {
+        "MissingSectionHeaderError": "no [section] header before the first setting",
+        "DuplicateSectionError": "a [section] appears twice",
+        "DuplicateOptionError": "a setting appears twice in one section",
+        "ParsingError": "a line that is neither [section] nor key=value",
+    }.get(type(exc).__name__, type(exc).__name__)
+    return f"{kind}{f' at line {line}' if line else ''}"
 
 
 @dataclass(frozen=True)

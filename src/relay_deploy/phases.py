@@ -23,7 +23,7 @@ from relay_deploy import probes
 from relay_deploy.config import Advanced, DeployConfig, generate_turn_secret, update_config_file
 from relay_deploy.kube import Cluster, condition_true, describe
 from relay_deploy.ovh_api import OvhCredentials, OvhVps, Vps
-from relay_deploy.report import PhaseFailed, Report, poll_until, waiting
+from relay_deploy.report import PhaseFailed, Report, hide, poll_until, waiting
 from relay_deploy.ssh import SshTarget, connect
 
 PURPOSE = {
@@ -70,7 +70,7 @@ class Context:
         """Record values in the config file (never in a dry run) and in memory."""
         if not self.dry_run:
             update_config_file(self.cfg.path, updates)
-        self.cfg = dataclasses.replace(self.cfg, **updates)  # type: ignore[arg-type]
+        self.cfg = self.cfg.updated(**updates)
 
     def cluster(self) -> Cluster | None:
         """The cluster API, or None in a dry run where it would only exist after this run."""
@@ -141,7 +141,7 @@ def phase_vps(ctx: Context) -> None:
 
     vps = api.order(plan=cfg.vps_plan, datacenter=cfg.vps_datacenter, os_name=cfg.vps_os,
                     display_name=cfg.vps_display_name, confirm=ctx.confirm, wait=wait_for,
-                    public_key=cfg.ssh_public_key_path.read_text().strip())
+                    public_key=cfg.public_key_file.read_text().strip())
     if vps is None:
         raise PhaseFailed("VPS order not confirmed: nothing was ordered (cart deleted); "
                           "answer 'y' or pass --yes to order")
@@ -190,7 +190,7 @@ def phase_kubeconfig(ctx: Context) -> None:
 async def _kubeconfig(ctx: Context, ip: str) -> None:
     cfg, rep = ctx.cfg, ctx.report
     k3s_version = manifests().load_k3s_pin().version
-    target = SshTarget(ip, cfg.ssh_port, cfg.ssh_user, cfg.ssh_private_key_path,
+    target = SshTarget(ip, cfg.ssh_port, cfg.ssh_user, cfg.private_key_file,
                        cfg.known_hosts_path)
     with waiting(ctx.console, f"connecting to {cfg.ssh_user}@{ip}:{cfg.ssh_port}"):
         shell, newly = await connect(target, store_new_key=not ctx.dry_run,
@@ -325,7 +325,9 @@ def phase_app(ctx: Context) -> None:
     if not cfg.turn_secret:
         ctx.report.change("app", f"turn_secret in {cfg.path.name}", "generate",
                           "empty in the config (kept there for the next runs)")
-        ctx.save(turn_secret=generate_turn_secret())
+        secret = generate_turn_secret()
+        hide(ctx.console, secret)
+        ctx.save(turn_secret=secret)
         cfg = ctx.cfg
     image = None
     if cfg.image_tag:
@@ -430,7 +432,7 @@ def check_dns(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
 
 
 def check_stun(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
-    host = cfg.advanced.stun_host or ip
+    host = cfg.advanced.probe_host or ip
     port = cfg.advanced.stun_port
     try:
         mapped = probes.stun_binding(host, port, timeout=cfg.advanced.probe_timeout_seconds)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import asyncssh
 
+from relay_deploy.files import write_private
+
 K3S_CONFIG_PATH = "/etc/rancher/k3s/k3s.yaml"
 
 
@@ -45,6 +47,30 @@ def pinned_key_line(target: SshTarget) -> str | None:
     return None
 
 
+def pin_host_key(target: SshTarget, key: asyncssh.SSHKey) -> None:
+    """Store ``key`` as the one host key of ``target`` (replacing an older pin)."""
+    line = (f"{_known_hosts_name(target.host, target.port)} "
+            f"{key.export_public_key('openssh').decode().strip()}")
+    write_private(target.known_hosts, "\n".join([*_other_pins(target), line]) + "\n")
+
+
+def forget_host_key(target: SshTarget) -> bool:
+    """Drop the pinned key of ``target`` (after a rebuild gave the VPS a new one)."""
+    if pinned_key_line(target) is None:
+        return False
+    others = _other_pins(target)
+    write_private(target.known_hosts, "".join(f"{line}\n" for line in others))
+    return True
+
+
+def _other_pins(target: SshTarget) -> list[str]:
+    if not target.known_hosts.exists():
+        return []
+    name = _known_hosts_name(target.host, target.port)
+    return [line for line in target.known_hosts.read_text().splitlines()
+            if line.strip() and line.split(" ", 1)[0] != name]
+
+
 class VpsShell:
     """One SSH connection to the VPS."""
 
@@ -67,8 +93,8 @@ class VpsShell:
 
     async def install_k3s(self, vps_ip: str, k3s_version: str) -> None:
         """The official installer at a pinned version; k3s's bundled Traefik is kept."""
-        env = f"INSTALL_K3S_VERSION={shlex.quote(k3s_version)}"
-        await self.run(f"curl -sfL https://get.k3s.io | {env} sh -s - server "
+        env = f"env INSTALL_K3S_VERSION={shlex.quote(k3s_version)}"
+        await self.run(f"curl -sfL https://get.k3s.io | {self.sudo}{env} sh -s - server "
                        f"--tls-san {shlex.quote(vps_ip)} --write-kubeconfig-mode 600",
                        limit=900)
 
@@ -119,11 +145,6 @@ async def connect(target: SshTarget, *, store_new_key: bool, within: float,
     if pinned is None:
         key = conn.get_server_host_key()
         if key is not None and store_new_key:
-            line = (f"{_known_hosts_name(target.host, target.port)} "
-                    f"{key.export_public_key('openssh').decode().strip()}\n")
-            target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with target.known_hosts.open("a") as fh:
-                fh.write(line)
-            os.chmod(target.known_hosts, 0o600)
+            pin_host_key(target, key)
         newly = True
     return VpsShell(conn, target.user), newly

@@ -36,7 +36,7 @@ class FakeVpsHost:
     authorized_key: asyncssh.SSHKey
     kube_server: str
     kube_token: str
-    user: str = "root"
+    user: str = "ubuntu"  # OVH's Ubuntu images install the rebuild's key for this user
     k3s_installed: bool = False
     commands: list[str] = field(default_factory=list)
     installs: list[str] = field(default_factory=list)
@@ -48,7 +48,10 @@ class FakeVpsHost:
     def handle(self, command: str) -> tuple[int, str, str]:
         self.commands.append(command)
         if self.user != "root":
-            if not command.startswith("sudo -n ") and "get.k3s.io" not in command:
+            if "get.k3s.io" in command:
+                if "| sudo -n env " not in command:
+                    return 1, "", "[ERROR]  You need to be root to perform this install\n"
+            elif not command.startswith("sudo -n "):
                 return 1, "", "Permission denied\n"
             command = command.removeprefix("sudo -n ")
         if command == "test -f /etc/rancher/k3s/k3s.yaml && echo present || echo absent":

@@ -81,8 +81,8 @@ async def test_dry_run_with_a_fresh_vps_uses_only_read_only_ssh(world: World) ->
     assert result.rc == 0, result.text
     assert "would record" in result.out and "would pin host key" in result.out
     assert "would install k3s" in result.out
-    assert world.vps.commands == ["test -f /etc/rancher/k3s/k3s.yaml && echo present || "
-                                  "echo absent"]
+    assert world.vps.commands == ["sudo -n test -f /etc/rancher/k3s/k3s.yaml && echo present "
+                                  "|| echo absent"]
     assert world.vps.installs == [] and world.ovh.mutating() == [] and world.kube.calls == []
     assert not (world.config_path.parent / "known_hosts").exists()
     assert not (world.tmp / "home" / ".kube").exists()
