@@ -42,13 +42,13 @@ def select_phases(only: list[str], skip: list[str]) -> list[str]:
     return chosen
 
 
-def _confirm_factory(console: Console, yes: bool) -> Callable[[str], bool]:
-    def confirm(summary: str) -> bool:
+def _confirm_factory(console: Console, yes: bool) -> Callable[[str, str], bool]:
+    def confirm(summary: str, question: str) -> bool:
         console.print(f"[bold yellow]About to {summary}.[/bold yellow]")
         if yes:
-            console.print("  --yes given: ordering without asking")
+            console.print(f"  --yes given: {question.rstrip('?').lower()} without asking")
             return True
-        console.print("Order it? [y/N] ", end="", markup=False)
+        console.print(f"{question} [y/N] ", end="", markup=False)
         try:
             answer = sys.stdin.readline()
         except (OSError, ValueError):
@@ -129,8 +129,9 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
     import lightkube
     import ovh.exceptions
 
-    from relay_deploy.ovh_api import OrderFailed
-    from relay_deploy.phases import Context, run_phases, summary_lines
+    from relay_deploy.context import Context
+    from relay_deploy.ovh_vps import OrderFailed
+    from relay_deploy.phases import run_phases, summary_lines
     from relay_deploy.report import PhaseFailed, Report
     from relay_deploy.ssh import SshError
 

@@ -431,6 +431,35 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
         raise PlatformError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class RelayPorts:
+    """The ports the relay binds on the host (hostNetwork), from its ConfigMap."""
+
+    http: int  # PORT: plain HTTP behind Traefik; never to be reachable from outside
+    turn: int  # TURN_PORT, UDP and TCP
+    relay_min: int  # TURN_MIN_PORT..TURN_MAX_PORT: UDP relay allocations
+    relay_max: int
+
+
+def relay_ports(root: Path | None = None) -> RelayPorts:
+    objs = app_objects(domain="example.com", root=root)
+    maps = [o for o in objs if o["kind"] == "ConfigMap" and
+            o["metadata"]["name"] == "metadata-relay-config"]
+    if len(maps) != 1:
+        raise PlatformError(f"{app_dir(root)}: expected the ConfigMap metadata-relay-config")
+    data = maps[0].get("data") or {}
+    try:
+        ports = RelayPorts(int(data["PORT"]), int(data["TURN_PORT"]),
+                           int(data["TURN_MIN_PORT"]), int(data["TURN_MAX_PORT"]))
+    except (KeyError, ValueError) as exc:
+        raise PlatformError(f"{app_dir(root)}/configmap.yaml: PORT, TURN_PORT, TURN_MIN_PORT "
+                            f"and TURN_MAX_PORT must be port numbers ({exc})") from None
+    if not all(0 < p < 65536 for p in (ports.http, ports.turn, ports.relay_min,
+                                       ports.relay_max)) or ports.relay_min > ports.relay_max:
+        raise PlatformError(f"{app_dir(root)}/configmap.yaml: bad relay ports {ports}")
+    return ports
+
+
 def relay_namespace(root: Path | None = None) -> Obj:
     """The relay's Namespace as the kustomization renders it (apply it before the Secret)."""
     objs = app_objects(domain="example.com", root=root)

@@ -13,8 +13,10 @@ from rich.table import Table
 
 from relay_deploy import kubeconfig as kcfg
 from relay_deploy.config import DeployConfig
+from relay_deploy.context import manifests
 from relay_deploy.kube import Cluster, condition_true, deployment_ready
-from relay_deploy.ovh_api import OvhCredentials, OvhVps
+from relay_deploy.ovh_api import OvhCredentials
+from relay_deploy.ovh_vps import OvhVps
 from relay_deploy.phases import (
     APP_DEPLOYMENT,
     APP_NAMESPACE,
@@ -22,7 +24,6 @@ from relay_deploy.phases import (
     check_dns,
     check_health,
     check_stun,
-    manifests,
     platform_workloads,
 )
 
@@ -45,7 +46,7 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
         if ovh is None:
             return [("VPS", None, f"{cfg.vps_name or '?'} ({ip or 'no IP'}); "
                      "OVH credentials not found, not asked")]
-        api = OvhVps(ovh.client())
+        api = OvhVps(ovh.api())
         vps = api.get(cfg.vps_name) if cfg.vps_name else api.find_named(cfg.vps_display_name)
         if vps is None:
             return [("VPS", False, "none found; run `./infra/deploy --phase vps`")]

@@ -18,6 +18,7 @@ import yaml
 from aiohttp import web
 
 from tests.doubles.fake_kube import TOKEN, FakeKube
+from relay_deploy.ovh_rights import access_rules
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun
@@ -99,6 +100,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         return port
 
     ovh = FakeOvh()
+    ovh.grants[CK] = access_rules()  # exactly what `./infra/deploy ovh-token` asks for
     ovh_port = await serve(ovh.app())
     ovh.base = f"http://127.0.0.1:{ovh_port}/1.0"
     kube = FakeKube()
@@ -111,10 +113,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     keydir.mkdir()
     client_key.write_private_key(keydir / "id_ed25519")
     client_key.write_public_key(keydir / "id_ed25519.pub")
-    vps = FakeVpsHost(authorized_key=client_key, kube_server=f"http://127.0.0.1:{kube_port}",
+    vps = FakeVpsHost(authorized_keys=[client_key], kube_server=f"http://127.0.0.1:{kube_port}",
                       kube_token=TOKEN)
     ssh_port = free_port()
     ssh_server = await start_fake_vps(vps, ssh_port, asyncssh.generate_private_key("ssh-ed25519"))
+    # the VPS an order delivers is this SSH double: a fresh image without our key, until the
+    # rebuild installs it for the image's user
+    ovh.on_delivered = lambda _vps: vps.reimage(None)
+    ovh.on_rebuilt = lambda _vps, key: vps.reimage(key)
 
     dns = FakeDns(records={RELAY_HOST: ["127.0.0.1"]})
     dns_port = _free_udp()
@@ -140,11 +146,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         domain_name=DOMAIN, acme_email="ops@mydia.test", cloudflare_api_token="cf-token-secret",
         relay_secret_key_base="k" * 64, relay_tmdb_api_key="tmdb-secret-key",
         ssh_public_key_path=str(keydir / "id_ed25519.pub"), ssh_port=ssh_port,
+        vps_datacenter="SBG",
         advanced={"dns_resolver": "127.0.0.1", "dns_port": dns_port,
                   "health_base_url": f"http://127.0.0.1:{health_port}",
-                  "stun_port": stun_port, "poll_seconds": 0.05, "wait_timeout_seconds": 2,
-                  "vps_poll_seconds": 0.05, "vps_order_timeout_seconds": 10,
-                  "ssh_connect_timeout_seconds": 5})
+                  "stun_port": stun_port, "https_port": health_port,
+                  "relay_http_port": free_port(), "probe_timeout_seconds": 0.5,
+                  "poll_seconds": 0.05, "wait_timeout_seconds": 2,
+                  "vps_poll_seconds": 0.02, "vps_order_timeout_seconds": 10,
+                  "vps_task_timeout_seconds": 10, "ssh_connect_timeout_seconds": 5})
     try:
         yield w
     finally:
