@@ -106,6 +106,7 @@ class FakeOvh:
     delivery_polls: int = 2  # then "delivering", the VPS installing
     task_steps: int = 2  # reads of a VPS's tasks until a task is done
     refuse_rebuilds: int = 0  # refuse that many rebuilds as busy even with no task listed
+    refuse_checkout: str = ""  # a 400 the checkout answers (e.g. a payment problem)
     plans: tuple[str, ...] = ("vps-2025-model1", "vps-2025-model2")
     required: list[dict[str, Any]] = field(default_factory=lambda: [
         {"label": "vps_datacenter", "required": True, "type": "String",
@@ -419,6 +420,8 @@ class FakeOvh:
                     raise ApiRefusal(400, f"missing required configuration {sorted(missing)}")
             if body.get("autoPayWithPreferredPaymentMethod") is not True:
                 raise ApiRefusal(400, "payment mode")
+            if self.refuse_checkout:
+                raise ApiRefusal(400, self.refuse_checkout)
             (item,) = cart["items"].values()
             order = FakeOrder(1000 + next(self._ids), item["planCode"], dict(item["config"]))
             self.orders[order.id] = order
