@@ -58,10 +58,13 @@ def _confirm_factory(console: Console, yes: bool) -> Callable[[str, str], bool]:
     return confirm
 
 
-@app.command(help="Deploy metadata-relay: from an OVHcloud account to https://relay.<domain> "
-                  "with k3s, Traefik, cert-manager, external-dns and Argo CD. Idempotent: run "
-                  "it again at any time; a second run changes nothing.")
+@app.callback(invoke_without_command=True,
+              help="Deploy metadata-relay: from an OVHcloud account to https://relay.<domain> "
+                   "with k3s, Traefik, cert-manager, external-dns and Argo CD. Idempotent: run "
+                   "it again at any time; a second run changes nothing. `ovh-token` gets an "
+                   "OVH consumer key with exactly the rights the tool needs.")
 def deploy(
+    context: typer.Context,
     phase: Annotated[list[str] | None, typer.Option(
         "--phase", metavar="PHASE",
         help="Run only this phase (repeatable): vps, kubeconfig, kubernetes, app, verify. "
@@ -82,8 +85,11 @@ def deploy(
                              "of infra/ovh.conf, ./ovh.conf, ~/.config/ovh.conf, ~/.ovh.conf, "
                              "then the OVH_* environment variables.")] = None,
     yes: Annotated[bool, typer.Option(
-        "--yes", "-y", help="Do not ask before spending money (ordering a VPS).")] = False,
+        "--yes", "-y", help="Do not ask before spending money (ordering a VPS) or erasing "
+                            "the VPS this deployment ordered (rebuilding it).")] = False,
 ) -> None:
+    if context.invoked_subcommand is not None:
+        return
     hidden: list[str] = []  # secrets, shared by both streams
     out_stream, err_stream = Redacting(sys.stdout, hidden), Redacting(sys.stderr, hidden)
     # (typeshed's IO[str] is not io.TextIOBase, which is what Console needs)
@@ -150,8 +156,7 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
         err.print(f"error: {exc}", soft_wrap=True)
         return 1
     except ovh.exceptions.APIError as exc:
-        err.print(f"error: OVH API: {exc}; check the credentials' rights (infra/README.md)",
-                  soft_wrap=True)
+        err.print(f"error: OVH API: {exc}", soft_wrap=True)
         return 1
     except lightkube.ApiError as exc:
         err.print(f"error: Kubernetes API: {exc.status.message}", soft_wrap=True)
@@ -172,6 +177,57 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
             table.add_row(k, v)
         console.print(table)
     return 0
+
+
+@app.command("ovh-token")
+def ovh_token(
+    ovh_config: Annotated[Path | None, typer.Option(
+        "--ovh-config", help="python-ovh INI file holding endpoint, application_key and "
+                             "application_secret; the new consumer_key is written there. "
+                             "Default: the first of infra/ovh.conf, ./ovh.conf, "
+                             "~/.config/ovh.conf, ~/.ovh.conf.")] = None,
+) -> None:
+    """Ask OVH for a consumer key with exactly the rights the tool needs, store it in the OVH
+    config file, and print the URL where you validate it (log in, choose "Unlimited")."""
+    import ovh.exceptions
+
+    from relay_deploy.ovh_api import (
+        load_ovh_credentials,
+        request_consumer_key,
+        store_consumer_key,
+    )
+    from relay_deploy.ovh_rights import rules_text
+
+    hidden: list[str] = []
+    console = Console(file=cast(TextIO, Redacting(sys.stdout, hidden)), highlight=False)
+    err = Console(file=cast(TextIO, Redacting(sys.stderr, hidden)), highlight=False)
+    try:
+        creds = load_ovh_credentials(ovh_config, need_consumer_key=False)
+        if creds.source == "environment":
+            raise ConfigError(["OVH credentials come from OVH_* variables: put endpoint, "
+                               "application_key and application_secret in infra/ovh.conf (or "
+                               "pass --ovh-config) so the new consumer key can be stored"])
+    except ConfigError as exc:
+        for line in exc.problems:
+            err.print(f"error: {line}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    hidden += [creds.application_secret]
+    try:
+        answer = request_consumer_key(creds)
+    except ovh.exceptions.APIError as exc:
+        err.print(f"error: OVH API: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    consumer_key, url = str(answer.get("consumerKey", "")), str(answer.get("validationUrl", ""))
+    if not consumer_key or not url:
+        err.print("error: OVH answered the consumer-key request without a key or URL")
+        raise typer.Exit(1)
+    hidden.append(consumer_key)
+    store_consumer_key(Path(creds.source), creds.endpoint, consumer_key)
+    console.print(f"Requested a consumer key with these rights (one per call the tool makes):"
+                  f"\n{rules_text()}\n\nStored it in {creds.source} ([{creds.endpoint}] "
+                  f"consumer_key). Validate it now: open\n\n  {url}\n\nlog in, and "
+                  f"choose the validity you want. Then run ./infra/deploy --dry-run.",
+                  soft_wrap=True)
 
 
 def main() -> None:

@@ -222,6 +222,8 @@ class DeployConfig(BaseModel):
     vps_order_configuration: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(
         default_factory=dict)
     vps_order_id: Annotated[Text, AfterValidator(_order_id)] = ""
+    vps_rebuild_task: Annotated[Text, _check(
+        re.compile(r"^\d+$"), "is written by the tool: the OVH task id of the rebuild")] = ""
     vps_name: Text = ""
     vps_ip: Annotated[Text, AfterValidator(_ip)] = ""
     advanced: Annotated[Advanced, BeforeValidator(lambda v: {} if v is None else v)] = Field(

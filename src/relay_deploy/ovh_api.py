@@ -151,12 +151,18 @@ class OvhApi:
 
     def _send(self, method: str, template: str, body: dict[str, Any] | None,
               query: dict[str, str] | None, params: dict[str, str | int]) -> Any:
-        declared(method, template)
+        call = declared(method, template)
         path = template.format(**{k: urllib.parse.quote(str(v), safe="")
                                   for k, v in params.items()})
         if query:
             path += "?" + urllib.parse.urlencode(query)
-        return self.client.call(method, path, body, True)
+        try:
+            return self.client.call(method, path, body, True)
+        except ovh.exceptions.NotGrantedCall as exc:
+            raise ovh.exceptions.NotGrantedCall(
+                f"{method} {call.rule_path} is not granted to this consumer key; run "
+                f"`./infra/deploy ovh-token` for a key with exactly the rights the tool needs "
+                f"(listed in infra/README.md)", response=exc.response) from None
 
 
 def busy(exc: Exception) -> bool:

@@ -144,14 +144,18 @@ def phase_app(ctx: Context) -> None:
         domain=cfg.domain_name, image=image, relay_subdomain=cfg.relay_subdomain))
     namespaces = [o for o in app_objs if o.get("kind") == "Namespace"]
     secret = m.relay_secret(cfg.relay_secret_data())
+    pulling: list[dict[str, Any]] = []
+    if cfg.image_pull_token:  # a private GHCR package: pods pull with this secret
+        pulling = [m.pull_secret(registry=m.image_registry(), username=cfg.image_pull_username,
+                                 token=cfg.image_pull_token), m.pulling_service_account()]
     if cfg.gitops_repo_url:
         application = m.argocd_application(
             repo_url=cfg.gitops_repo_url, revision=cfg.gitops_revision,
             domain=cfg.domain_name, relay_subdomain=cfg.relay_subdomain, image=image)
-        apply_all(ctx, "app", [*namespaces, secret, application])
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, application])
     else:
         rest = [o for o in app_objs if o.get("kind") != "Namespace"]
-        apply_all(ctx, "app", [*namespaces, secret, *_ordered(rest)])
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, *_ordered(rest)])
 
 
 # ---- verify ---------------------------------------------------------------------------------
@@ -185,11 +189,11 @@ def phase_verify(ctx: Context) -> None:
     if ctx.wait("waiting for the relay rollout", rolled_out):
         rep.found("verify", "rollout", "deployment metadata-relay is available")
     else:
-        rep.fail("verify", "rollout", "deployment metadata-relay is not available; see "
-                 f"`kubectl --context {kcfg.CONTEXT} -n {APP_NAMESPACE} describe pods`")
+        rep.fail("verify", "rollout", rollout_hint(cluster))
     for name, check in (("health", lambda: check_health(cfg)),
                         ("DNS", lambda: check_dns(cfg, ip)),
-                        ("STUN", lambda: check_stun(cfg, ip))):
+                        ("STUN", lambda: check_stun(cfg, ip)),
+                        ("exposure", lambda: check_exposure(cfg, ip))):
         last: list[str] = []
 
         def attempt(check: Callable[[], tuple[bool, str]] = check, last: list[str] = last
@@ -204,6 +208,40 @@ def phase_verify(ctx: Context) -> None:
             rep.fail("verify", name, last[0])
     if rep.failures:
         raise PhaseFailed(f"{len(rep.failures)} check(s) failed (hints above)")
+
+
+def rollout_hint(cluster: Cluster) -> str:
+    """Why the relay is not available, naming ImagePullBackOff when that is it."""
+    waiting = cluster.waiting_containers(APP_NAMESPACE)
+    pulls = [w for w in waiting if w[1] in ("ImagePullBackOff", "ErrImagePull")]
+    if pulls:
+        pod, reason, message = pulls[0]
+        return (f"deployment metadata-relay is not available: pod {pod} is in {reason} "
+                f"({message}). A new GHCR package is private: make it public (the package's "
+                f"settings on GitHub, Change visibility) or set image_pull_username and "
+                f"image_pull_token (a token with read:packages) and run --phase app")
+    detail = f": {waiting[0][0]} is {waiting[0][1]}" if waiting else ""
+    return (f"deployment metadata-relay is not available{detail}; see `kubectl --context "
+            f"{kcfg.CONTEXT} -n {APP_NAMESPACE} describe pods`")
+
+
+def check_exposure(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
+    """From this machine: the relay's plain HTTP port refused, 443 and TURN's TCP answer."""
+    adv = cfg.advanced
+    host = adv.probe_host or ip
+    closed = adv.relay_http_port or manifests().relay_ports().http
+    problems = []
+    if probes.tcp_answers(host, closed, timeout=adv.probe_timeout_seconds):
+        problems.append(f"{closed}/tcp (the relay's plain HTTP) answers from outside: the "
+                        f"host firewall is not active; run `./infra/deploy --phase kubeconfig`")
+    for port, what in ((adv.https_port, "HTTPS (Traefik)"), (adv.stun_port, "TURN over TCP")):
+        if not probes.tcp_answers(host, port, timeout=adv.probe_timeout_seconds):
+            problems.append(f"{port}/tcp ({what}) does not answer from here; check the firewall "
+                            f"and `kubectl -n kube-system get pods`")
+    if problems:
+        return False, "; ".join(problems)
+    return True, (f"{closed}/tcp refused, {adv.https_port}/tcp and {adv.stun_port}/tcp answer "
+                  f"from here")
 
 
 def check_health(cfg: DeployConfig) -> tuple[bool, str]:

@@ -511,6 +511,38 @@ def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
     return app
 
 
+PULL_SECRET_NAME = "metadata-relay-ghcr"  # noqa: S105 (a name, not a secret)
+
+
+def image_registry(root: Path | None = None) -> str:
+    """The registry host of the relay image (``ghcr.io``)."""
+    image = default_image(root)
+    return (image.new_name or image.name).split("/", 1)[0]
+
+
+def pull_secret(*, registry: str, username: str, token: str) -> Obj:
+    """The image pull secret for a private package (``kubernetes.io/dockerconfigjson``)."""
+    import base64
+    import json
+
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+    config = {"auths": {registry: {"username": username, "password": token, "auth": auth}}}
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": PULL_SECRET_NAME, "namespace": RELAY_NAMESPACE,
+                     "labels": {"app.kubernetes.io/name": "metadata-relay", **MANAGED_BY}},
+        "stringData": {".dockerconfigjson": json.dumps(config, sort_keys=True)},
+    }
+
+
+def pulling_service_account() -> Obj:
+    """The namespace's default ServiceAccount naming the pull secret, so every pod there
+    (the Deployment as Argo CD or the tool applies it) pulls with it."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": RELAY_NAMESPACE},
+            "imagePullSecrets": [{"name": PULL_SECRET_NAME}]}
+
+
 def relay_secret(data: dict[str, str]) -> Obj:
     """The Secret ``metadata-relay-secrets`` (stringData keyed by the service's env names)."""
     unknown = sorted(set(data) - RELAY_SECRET_KEYS)

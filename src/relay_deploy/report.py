@@ -6,6 +6,7 @@ Also the progress display used on every wait longer than a second.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import time
@@ -31,7 +32,13 @@ class Redacting(io.TextIOBase):
         self.secrets: list[str] = [] if secrets is None else secrets  # may be shared
 
     def hide(self, *values: str) -> None:
-        self.secrets.extend(v for v in values if v and len(v) >= 4 and v not in self.secrets)
+        """Mask ``values`` and their base64 form (how a Secret's data carries them)."""
+        for value in values:
+            if not value or len(value) < 4:
+                continue
+            for form in (value, base64.b64encode(value.encode()).decode()):
+                if form not in self.secrets:
+                    self.secrets.append(form)
         self.secrets.sort(key=len, reverse=True)  # longest first: no partial leftovers
 
     def write(self, text: str) -> int:

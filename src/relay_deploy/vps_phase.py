@@ -49,7 +49,7 @@ def phase_vps(ctx: Context) -> None:
         vps = vpses.get(cfg.vps_name)
         if vps is not None:
             if cfg.ordered_vps:
-                _make_ready(ctx, vpses, vps.name, fresh=False)
+                _make_ready(ctx, vpses, vps.name)
                 return
             if not (vps.running and vps.ip):
                 raise PhaseFailed(f"configured VPS {vps.name} is {vps.state or 'not running'}; "
@@ -132,11 +132,13 @@ def _follow_order(ctx: Context, vpses: OvhVps, orders: VpsOrders, order_id: int)
     ctx.report.change("vps", f"{ctx.cfg.path.name}: vps_name={name}", "record",
                       f"delivered by OVH order {order_id}")
     ctx.save(vps_name=name)
-    _make_ready(ctx, vpses, name, fresh=True)
+    _make_ready(ctx, vpses, name)
 
 
-def _make_ready(ctx: Context, vpses: OvhVps, name: str, *, fresh: bool) -> None:
-    """The ordered VPS running, OVH's tasks done, named, and accepting our SSH login."""
+def _make_ready(ctx: Context, vpses: OvhVps, name: str) -> None:
+    """The ordered VPS running, OVH's tasks done, named, and accepting our SSH login. Its
+    first rebuild needs no question (the order was confirmed, the VPS holds nothing yet);
+    any later one is asked for."""
     try:
         vps = _settled(ctx, vpses, name)
     except _Pending:
@@ -147,7 +149,7 @@ def _make_ready(ctx: Context, vpses: OvhVps, name: str, *, fresh: bool) -> None:
         if not ctx.dry_run:
             _retry_while_busy(ctx, name, lambda: vpses.set_display_name(
                 name, ctx.cfg.vps_display_name))
-    _ensure_login(ctx, vpses, vps, fresh=fresh)
+    _ensure_login(ctx, vpses, vps, fresh=not ctx.cfg.vps_rebuild_task)
     _record_vps(ctx, vps, f"VPS of order {ctx.cfg.vps_order_id}; SSH login works")
 
 
@@ -247,6 +249,7 @@ def _rebuild(ctx: Context, vpses: OvhVps, vps: Vps, target: SshTarget, why: str)
     public_key = cfg.public_key_file.read_text().strip()
     task = _retry_while_busy(ctx, vps.name, lambda: vpses.rebuild(vps.name, image, public_key))
     rep.change("vps", f"VPS {vps.name}", "rebuild", f"with {cfg.vps_os} and your SSH key: {why}")
+    ctx.save(vps_rebuild_task=str(task))
     if forget_host_key(target):
         ctx.say(f"forgot the pinned host key of {vps.ip}: the rebuild gives the VPS a new one")
 

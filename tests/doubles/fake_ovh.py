@@ -118,6 +118,7 @@ class FakeOvh:
     hide_allowed_values: set[str] = field(default_factory=set)  # labels sent without them
     base: str = ""
     rebuilds: list[dict[str, Any]] = field(default_factory=list)
+    rebuilds_while_busy: int = 0  # rebuilds sent while a task was still listed
     on_delivered: Callable[[FakeVps], None] | None = None
     on_rebuilt: Callable[[FakeVps, str], None] | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -193,9 +194,10 @@ class FakeOvh:
                 and str(r["path"]).startswith("/") for r in rules):
             return _error(400, "Invalid accessRules")
         self.key_requests.append(body)
-        key = f"ck-{next(self._ids)}"
+        n = next(self._ids)
+        key = f"ck-{n}"
         self.pending_keys[key] = rules
-        return web.json_response({"validationUrl": f"{self.base}/auth/?credentialToken=t-{key}",
+        return web.json_response({"validationUrl": f"{self.base}/auth/?credentialToken=tok{n}",
                                   "consumerKey": key, "state": "pendingValidation"})
 
     def _signed(self, request: web.Request, raw: bytes) -> str | None:
@@ -333,6 +335,8 @@ class FakeOvh:
                               "installRTM": bool, "sshKey": str})
             if body["imageId"] not in IMAGES:
                 raise ApiRefusal(400, f"Invalid imageId {body['imageId']}")
+            if vps.busy():
+                self.rebuilds_while_busy += 1
             if vps.busy() or self.refuse_rebuilds > 0:
                 self.refuse_rebuilds = max(0, self.refuse_rebuilds - 1)
                 raise ApiRefusal(400, BUSY)

@@ -22,7 +22,7 @@ from relay_deploy.ovh_rights import access_rules
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun
-from tests.tools import free_port
+from tests.tools import free_port, free_tcp_udp_port
 
 REPO = Path(__file__).resolve().parents[3]
 DOMAIN = "mydia.test"
@@ -126,8 +126,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     dns_port = _free_udp()
     dns_transport = await _udp(dns, dns_port)
     stun = FakeStun()
-    stun_port = _free_udp()
+    stun_port = free_tcp_udp_port()
     stun_transport = await _udp(stun, stun_port)
+    # TURN's TCP side answers too (verify checks 3478/tcp from outside)
+    turn_tcp = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", stun_port)
 
     infra = tmp_path / "infra"
     infra.mkdir()
@@ -160,5 +162,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         ssh_server.close()
         dns_transport.close()
         stun_transport.close()
+        turn_tcp.close()
         for r in runners:
             await r.cleanup()
