@@ -17,8 +17,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.doubles.fake_kube import TOKEN, FakeKube
 from relay_deploy.ovh_rights import access_rules
+from tests.doubles.fake_kube import TOKEN, FakeKube
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import yaml
-
-import re
 
 from relay_deploy import platform
 from relay_deploy.ovh_rights import CALLS
