@@ -150,7 +150,8 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
     try:
         run_phases(ctx, phases)
     except KeyboardInterrupt:
-        err.print("interrupted (any open OVH cart was deleted)")
+        err.print("interrupted (an open OVH cart was deleted; a placed order is stored in the "
+                  "config as vps_order_id and followed by the next run)")
         return 130
     except (PhaseFailed, SshError, OrderFailed) as exc:
         err.print(f"error: {exc}", soft_wrap=True)
