@@ -189,3 +189,18 @@ def test_update_replaces_a_symlinked_config_instead_of_writing_through_it(
     update_config_file(path, {"vps_name": "vps-9"})
     assert not path.is_symlink() and (path.stat().st_mode & 0o777) == 0o600
     assert "vps-9" not in real.read_text()
+
+
+def test_example_datacentre_is_one_the_example_endpoint_sells() -> None:
+    """ovh.conf.example's endpoint and config.yaml.example's datacentre go together (the old
+    example paired SBG with ovh-us, which OVH refuses)."""
+    import configparser
+
+    infra = Path(__file__).resolve().parents[3] / "infra"
+    parser = configparser.ConfigParser()
+    parser.read_string((infra / "ovh.conf.example").read_text())
+    endpoint = parser.get("default", "endpoint")
+    datacenter = yaml.safe_load((infra / "config.yaml.example").read_text())["vps_datacenter"]
+    regions = {"ovh-us": ("US-",), "ovh-ca": ("BHS", "TOR", "CA-"),
+               "ovh-eu": ("SBG", "GRA", "RBX", "WAW", "LIM", "ERI", "EU-")}
+    assert datacenter.startswith(regions[endpoint]), (endpoint, datacenter)

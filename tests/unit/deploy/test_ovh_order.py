@@ -61,7 +61,7 @@ def test_unknown_required_configuration_names_the_setting() -> None:
 def test_datacentre_not_offered_lists_the_offer() -> None:
     required = [{"label": "vps_datacenter", "required": True,
                  "allowedValues": ["US-EAST-VA", "US-WEST-OR"]}]
-    with pytest.raises(OrderFailed, match="vps_datacenter: 'SBG' is not offered .*US-EAST-VA"):
+    with pytest.raises(OrderFailed, match=r"vps_datacenter: 'SBG' is not offered .*US-EAST-VA"):
         _configure(required)
 
 
