@@ -108,7 +108,7 @@ def deploy(
             except ConfigError:
                 ovh = None
         else:
-            own_server = bool(cfg.vps_ip and not cfg.vps_name)
+            own_server = bool(cfg.vps_ip and not cfg.vps_name and not cfg.vps_order_id)
             if "vps" in phases and not own_server:
                 ovh = load_ovh_credentials(ovh_config)
             elif not cfg.vps_ip and any(p in phases for p in ("kubeconfig", "verify")):
