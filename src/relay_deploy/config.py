@@ -1,29 +1,45 @@
 """The operator's config file (``infra/config.yaml``): load, validate, and update in place.
 
-Validation collects every problem as one line that names the key and how to fix it; the CLI
-prints them and exits 2 before any remote call. Updates (VPS name/IP, generated TURN secret)
-rewrite only the affected top-level lines so the operator's comments survive.
+The file's schema is the pydantic model :class:`DeployConfig`. Every problem becomes one line
+that names the key and how to fix it; the CLI prints them all and exits 2 before any remote
+call. Updates (VPS order id, name and IP, generated TURN secret) rewrite only the affected
+top-level lines so the operator's comments survive.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+)
+
+from relay_deploy.files import write_private
 
 PLACEHOLDER = "REPLACE_ME"
 DEFAULT_CONFIG = Path("infra/config.yaml")
+EXAMPLE = "infra/config.yaml.example"
+UNCONFIRMED_ORDER = "unconfirmed"  # vps_order_id after a checkout whose outcome is unknown
 
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class ConfigError(Exception):
@@ -40,52 +56,199 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-@dataclass(frozen=True)
-class Advanced:
+# ---- field types: each check raises ValueError with the text the operator reads -------------
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    text = str(value).strip()
+    if PLACEHOLDER in text:
+        raise ValueError(f"still the example placeholder; replace {PLACEHOLDER}")
+    return text
+
+
+def _default(value: str) -> BeforeValidator:
+    """Empty or absent means ``value``."""
+    return BeforeValidator(lambda v: _text(v) or value)
+
+
+def _required(value: str, info: ValidationInfo) -> str:
+    if not value:
+        path = (info.context or {}).get("path", "the config")
+        raise ValueError(f"missing in {path}; set it (see {EXAMPLE})")
+    return value
+
+
+def _check(pattern: re.Pattern[str], message: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value and not pattern.match(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _min_length(n: int, message: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value and len(value) < n:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{value!r} is not a port number (1-65535)")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("must be a non-negative number")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _order_id(value: str) -> str:
+    if value and value != UNCONFIRMED_ORDER and not value.isdigit():
+        raise ValueError("is written by the tool: an OVH order number (or "
+                         f"{UNCONFIRMED_ORDER!r}); remove the line only if that order is gone")
+    return value
+
+
+def _ip(value: str) -> str:
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+    return value
+
+
+def _url(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
+            for k, v in value.items()):
+        raise ValueError("must map OVH configuration labels to values, e.g. "
+                         "{vps_install_rtm: \"no\"}")
+    return {k: str(v) for k, v in value.items()}
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Required = Annotated[str, BeforeValidator(_text), AfterValidator(_required)]
+Port = Annotated[int, BeforeValidator(_port)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Label = Annotated[str, _default(""), _check(
+    _LABEL_RE, "{value!r} is not a single DNS label like 'relay'")]
+
+
+class Advanced(BaseModel):
     """Knobs for testing and unusual setups; the defaults are right for a real deployment."""
 
-    dns_resolver: str = "1.1.1.1"
-    dns_port: int = 53
-    health_base_url: str = ""  # default https://<relay_subdomain>.<domain_name>
-    health_verify_tls: bool = True
-    stun_host: str = ""  # default: the VPS IP
-    stun_port: int = 3478
-    probe_timeout_seconds: float = 3.0  # per DNS/STUN/health attempt
-    poll_seconds: float = 5.0
-    wait_timeout_seconds: float = 600.0
-    vps_poll_seconds: float = 30.0
-    vps_order_timeout_seconds: float = 1800.0
-    ssh_connect_timeout_seconds: float = 300.0
-    ssh_known_hosts_path: str = ""  # default: known_hosts next to the config file
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    dns_resolver: Annotated[Text, AfterValidator(_ip)] = "1.1.1.1"
+    dns_port: Port = 53
+    health_base_url: Annotated[str, BeforeValidator(_text), AfterValidator(_url)] = ""
+    health_verify_tls: Flag = True
+    probe_host: Text = ""  # where verify probes ports and STUN; default: the VPS IP
+    stun_port: Port = 3478
+    https_port: Port = 443
+    relay_http_port: Annotated[int | None, BeforeValidator(
+        lambda v: None if v is None else _port(v))] = None  # default: PORT of the ConfigMap
+    probe_timeout_seconds: Seconds = 3.0  # per DNS/STUN/health/port attempt
+    poll_seconds: Seconds = 5.0
+    wait_timeout_seconds: Seconds = 600.0
+    vps_poll_seconds: Seconds = 30.0
+    vps_order_timeout_seconds: Seconds = 1800.0
+    vps_task_timeout_seconds: Seconds = 1200.0
+    ssh_connect_timeout_seconds: Seconds = 300.0
+    ssh_known_hosts_path: Text = ""  # default: known_hosts next to the config file
 
 
-@dataclass(frozen=True)
-class DeployConfig:
-    path: Path
-    domain_name: str
-    acme_email: str
-    cloudflare_api_token: str
-    relay_secret_key_base: str
-    ssh_public_key_path: Path
-    ssh_private_key_path: Path
-    cloudflare_zone_id: str = ""
-    relay_subdomain: str = "relay"
-    argocd_subdomain: str = "argocd"
-    relay_tmdb_api_key: str = ""
-    relay_tvdb_api_key: str = ""
-    turn_secret: str = ""
-    ssh_user: str = "root"
-    ssh_port: int = 22
-    gitops_repo_url: str = ""
-    gitops_revision: str = "main"
-    image_tag: str = ""
-    vps_display_name: str = "metadata-relay"
-    vps_plan: str = "vps-2025-model1"
-    vps_datacenter: str = "SBG"
-    vps_os: str = "Ubuntu 24.04"
-    vps_name: str = ""
-    vps_ip: str = ""
-    advanced: Advanced = field(default_factory=Advanced)
+class DeployConfig(BaseModel):
+    """``infra/config.yaml`` (see infra/config.yaml.example for what each key means)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    domain_name: Annotated[Required, _check(
+        _DOMAIN_RE, "{value!r} is not a lower-case DNS name like example.org")] = ""
+    acme_email: Annotated[Required, _check(
+        _EMAIL_RE, "not an email address (Let's Encrypt sends expiry notices)")] = ""
+    cloudflare_api_token: Required = ""
+    relay_secret_key_base: Annotated[Required, _min_length(
+        32, "too short; generate one with `openssl rand -hex 32`")] = ""
+    ssh_public_key_path: Required = ""
+    ssh_private_key_path: Text = ""  # default: the public key's path without .pub
+    cloudflare_zone_id: Text = ""
+    relay_subdomain: Annotated[Label, _default("relay")] = "relay"
+    argocd_subdomain: Annotated[Label, _default("argocd")] = "argocd"
+    relay_tmdb_api_key: Text = ""
+    relay_tvdb_api_key: Text = ""
+    turn_secret: Annotated[Text, _min_length(
+        16, "too short (16+ characters), or leave it empty to generate")] = ""
+    ssh_user: Annotated[str, _default("ubuntu"), _check(
+        _USER_RE, "{value!r} is not a login name (OVH's Ubuntu images use 'ubuntu')")] = "ubuntu"
+    ssh_port: Port = 22
+    gitops_repo_url: Annotated[Text, _check(
+        re.compile(r"^(https://|ssh://|git@)"),
+        "must be an https://, ssh:// or git@ URL (or empty)")] = ""
+    gitops_revision: Annotated[str, _default("main")] = "main"
+    image_tag: Annotated[Text, _check(_IMAGE_TAG_RE, "{value!r} is not a valid image tag")] = ""
+    image_pull_username: Text = ""
+    image_pull_token: Text = ""
+    vps_display_name: Annotated[str, _default("metadata-relay")] = "metadata-relay"
+    vps_plan: Annotated[str, _default("vps-2025-model1")] = "vps-2025-model1"
+    vps_datacenter: Text = ""
+    vps_os: Annotated[str, _default("Ubuntu 24.04")] = "Ubuntu 24.04"
+    vps_order_configuration: Annotated[dict[str, str], BeforeValidator(_labels)] = Field(
+        default_factory=dict)
+    vps_order_id: Annotated[Text, AfterValidator(_order_id)] = ""
+    vps_rebuild_task: Annotated[Text, _check(
+        re.compile(r"^\d+$"), "is written by the tool: the OVH task id of the rebuild")] = ""
+    vps_name: Text = ""
+    vps_ip: Annotated[Text, AfterValidator(_ip)] = ""
+    advanced: Annotated[Advanced, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=Advanced)
+
+    _path: Path = PrivateAttr(default=DEFAULT_CONFIG)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _file(self, value: str) -> Path:
+        file = Path(os.path.expanduser(value))
+        return file if file.is_absolute() else (self._path.parent / file).resolve()
+
+    @property
+    def public_key_file(self) -> Path:
+        return self._file(self.ssh_public_key_path or "~/.ssh/id_ed25519.pub")
+
+    @property
+    def private_key_file(self) -> Path:
+        if self.ssh_private_key_path:
+            return self._file(self.ssh_private_key_path)
+        pub = self.public_key_file
+        return pub.with_suffix("") if pub.suffix == ".pub" else pub
 
     @property
     def relay_host(self) -> str:
@@ -104,7 +267,18 @@ class DeployConfig:
     def known_hosts_path(self) -> Path:
         if self.advanced.ssh_known_hosts_path:
             return Path(self.advanced.ssh_known_hosts_path).expanduser()
-        return self.path.parent / "known_hosts"
+        return self._path.parent / "known_hosts"
+
+    @property
+    def ordered_vps(self) -> bool:
+        """The configured VPS came from this deployment's own OVH order."""
+        return bool(self.vps_order_id and self.vps_order_id != UNCONFIRMED_ORDER)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config (never to appear in output)."""
+        values = [self.cloudflare_api_token, self.relay_secret_key_base, self.relay_tmdb_api_key,
+                  self.relay_tvdb_api_key, self.turn_secret, self.image_pull_token]
+        return [v for v in values if len(v) >= 4]
 
     def relay_secret_data(self) -> dict[str, str]:
         """The data of Secret ``metadata-relay-secrets`` (never printed, never on disk)."""
@@ -118,18 +292,9 @@ class DeployConfig:
             data["TVDB_API_KEY"] = self.relay_tvdb_api_key
         return data
 
-
-_STR_KEYS = {
-    "domain_name", "acme_email", "cloudflare_api_token", "cloudflare_zone_id", "relay_subdomain",
-    "argocd_subdomain", "relay_secret_key_base", "relay_tmdb_api_key", "relay_tvdb_api_key",
-    "turn_secret", "ssh_public_key_path", "ssh_private_key_path", "ssh_user", "gitops_repo_url",
-    "gitops_revision", "image_tag", "vps_display_name", "vps_plan", "vps_datacenter", "vps_os",
-    "vps_name", "vps_ip",
-}
-_INT_KEYS = {"ssh_port"}
-_KNOWN = _STR_KEYS | _INT_KEYS | {"advanced"}
-_REQUIRED = ("domain_name", "acme_email", "cloudflare_api_token", "relay_secret_key_base",
-             "ssh_public_key_path")
+    def updated(self, **updates: str) -> DeployConfig:
+        """A copy with tool-written values changed (same file)."""
+        return self.model_copy(update=updates)
 
 
 def _show(key: object) -> str:
@@ -138,127 +303,45 @@ def _show(key: object) -> str:
     return text if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) else repr(text)[:80]
 
 
-def _as_str(raw: dict[str, Any], key: str, problems: list[str]) -> str:
-    value = raw.get(key)
-    if value is None:
-        return ""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        problems.append(f"{key}: must be a string, got {type(value).__name__}")
-        return ""
-    return str(value).strip()
-
-
-def _load_advanced(raw: Any, problems: list[str]) -> Advanced:
-    if raw is None:
-        return Advanced()
-    if not isinstance(raw, dict):
-        problems.append("advanced: must be a mapping of advanced settings")
-        return Advanced()
-    defaults = Advanced()
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or key.startswith("_") or not hasattr(defaults, key):
-            problems.append(f"advanced.{_show(key)}: unknown setting (see "
-                            f"infra/config.yaml.example)")
-            continue
-        default = getattr(defaults, key)
-        if value is None:
-            continue
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                problems.append(f"advanced.{key}: must be true or false")
-                continue
-        elif isinstance(default, int | float):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                problems.append(f"advanced.{key}: must be a non-negative number")
-                continue
-            value = type(default)(value)
-        elif not isinstance(value, str):
-            problems.append(f"advanced.{key}: must be a string")
-            continue
-        values[key] = value
-    adv = Advanced(**values)
-    if not 0 < adv.dns_port < 65536 or not 0 < adv.stun_port < 65536:
-        problems.append("advanced: dns_port and stun_port must be between 1 and 65535")
-    base = adv.health_base_url
-    if base and not base.startswith(("http://", "https://")):
-        problems.append("advanced.health_base_url: must start with http:// or https://")
-    return adv
+def _problem(error: Any, path: Path) -> str:
+    loc = [_show(part) for part in error["loc"]]
+    where = ".".join(loc) or str(path)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return f"{where}: unknown setting in {path} (see {EXAMPLE})"
+        return f"{where}: unknown setting (see {EXAMPLE})"
+    if kind == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{where}: must be a mapping of settings (see {EXAMPLE})"
+    return f"{where}: {error['msg']}"
 
 
 def parse_config(raw: Any, path: Path) -> DeployConfig:
     """Validate a loaded YAML document; raises ConfigError listing every problem."""
     if not isinstance(raw, dict):
-        raise ConfigError([f"{path}: must be a YAML mapping of settings "
-                           f"(copy infra/config.yaml.example)"])
+        raise ConfigError([f"{path}: must be a YAML mapping of settings (copy {EXAMPLE})"])
     problems: list[str] = []
-    for key in raw:
-        if key not in _KNOWN:
-            problems.append(f"{_show(key)}: unknown setting in {path} (see "
-                            f"infra/config.yaml.example)")
-    values: dict[str, Any] = {k: _as_str(raw, k, problems) for k in _STR_KEYS}
-    for key in _REQUIRED:
-        if not values[key]:
-            problems.append(f"{key}: missing in {path}; set it (see infra/config.yaml.example)")
-    for key, value in values.items():
-        if PLACEHOLDER in value:
-            problems.append(f"{key}: still the example placeholder; replace {PLACEHOLDER}")
-    dom = values["domain_name"]
-    if dom and not _DOMAIN_RE.match(dom):
-        problems.append(f"domain_name: {dom!r} is not a lower-case DNS name like example.org")
-    for key in ("relay_subdomain", "argocd_subdomain"):
-        values[key] = values[key] or ("relay" if key == "relay_subdomain" else "argocd")
-        if not _LABEL_RE.match(values[key]):
-            problems.append(f"{key}: {values[key]!r} is not a single DNS label like 'relay'")
-    if values["acme_email"] and not _EMAIL_RE.match(values["acme_email"]):
-        problems.append("acme_email: not an email address (Let's Encrypt sends expiry notices)")
-    rskb = values["relay_secret_key_base"]
-    if rskb and PLACEHOLDER not in rskb and len(rskb) < 32:
-        problems.append("relay_secret_key_base: too short; generate one with "
-                        "`openssl rand -hex 32`")
-    ts = values["turn_secret"]
-    if ts and len(ts) < 16:
-        problems.append("turn_secret: too short (16+ characters), or leave it empty to generate")
-    if values["image_tag"] and not _IMAGE_TAG_RE.match(values["image_tag"]):
-        problems.append(f"image_tag: {values['image_tag']!r} is not a valid image tag")
-    repo = values["gitops_repo_url"]
-    if repo and not re.match(r"^(https://|ssh://|git@)", repo):
-        problems.append("gitops_repo_url: must be an https://, ssh:// or git@ URL (or empty)")
-    values["gitops_revision"] = values["gitops_revision"] or "main"
-    for key, default in (("ssh_user", "root"), ("vps_display_name", "metadata-relay"),
-                         ("vps_plan", "vps-2025-model1"), ("vps_datacenter", "SBG"),
-                         ("vps_os", "Ubuntu 24.04")):
-        values[key] = values[key] or default
-    port_raw = raw.get("ssh_port", 22)
-    ssh_port = 22
-    if isinstance(port_raw, bool) or not isinstance(port_raw, int) or not 0 < port_raw < 65536:
-        problems.append(f"ssh_port: {port_raw!r} is not a port number (default 22)")
-    else:
-        ssh_port = port_raw
-    advanced = _load_advanced(raw.get("advanced"), problems)
-
+    cfg: DeployConfig | None = None
+    try:
+        cfg = DeployConfig.model_validate(raw, context={"path": path})
+    except ValidationError as exc:
+        problems = [_problem(e, path) for e in exc.errors()]
+    if cfg is not None:
+        cfg._path = path
+        if bool(cfg.image_pull_username) != bool(cfg.image_pull_token):
+            problems.append("image_pull_token: set both image_pull_username and "
+                            "image_pull_token (a GitHub token with read:packages), or neither")
+        if cfg.ssh_public_key_path:
+            problems.extend(check_ssh_keys(cfg.public_key_file, cfg.private_key_file))
     for key in ("ssh_public_key_path", "ssh_private_key_path"):
-        if "\x00" in (values[key] or ""):
+        if "\x00" in str(raw.get(key) or ""):
+            problems = [p for p in problems if not p.startswith(key)]
             problems.append(f"{key}: contains a NUL character; give a file path")
-            values[key] = ""
-    pub = Path(os.path.expanduser(values["ssh_public_key_path"] or "~/.ssh/id_ed25519.pub"))
-    if not pub.is_absolute():
-        pub = (path.parent / pub).resolve()
-    priv_raw = values["ssh_private_key_path"]
-    if priv_raw:
-        priv = Path(os.path.expanduser(priv_raw))
-        if not priv.is_absolute():
-            priv = (path.parent / priv).resolve()
-    else:
-        priv = pub.with_suffix("") if pub.suffix == ".pub" else pub
-    if values["ssh_public_key_path"]:
-        problems.extend(check_ssh_keys(pub, priv))
-    if problems:
+    if problems or cfg is None:
         raise ConfigError(problems)
-    values.pop("ssh_public_key_path")
-    values.pop("ssh_private_key_path")
-    return DeployConfig(path=path, ssh_public_key_path=pub, ssh_private_key_path=priv,
-                        ssh_port=ssh_port, advanced=advanced, **values)
+    return cfg
 
 
 def check_ssh_keys(pub: Path, priv: Path) -> list[str]:
@@ -294,12 +377,13 @@ def check_ssh_keys(pub: Path, priv: Path) -> list[str]:
 
 def load_config(path: Path) -> DeployConfig:
     if not path.exists():
-        raise ConfigError([f"{path}: config file not found; copy infra/config.yaml.example to "
-                           f"{path} and fill it in"])
+        raise ConfigError([f"{path}: config file not found; copy {EXAMPLE} to {path} and fill "
+                           f"it in"])
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{path}: cannot read config file ({reason})"]) from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -310,7 +394,11 @@ def load_config(path: Path) -> DeployConfig:
 
 
 def update_config_file(path: Path, updates: dict[str, str]) -> None:
-    """Set top-level ``key: value`` lines, keeping every other line (and comment) as it is."""
+    """Set top-level ``key: value`` lines, keeping every other line (and comment) as it is.
+
+    The file is replaced atomically (a fresh 0600 temporary file renamed over it), so an
+    interruption leaves the old or the new file, and no planted path is ever written through.
+    """
     lines = path.read_text().splitlines()
     remaining = dict(updates)
     for i, line in enumerate(lines):
@@ -320,10 +408,7 @@ def update_config_file(path: Path, updates: dict[str, str]) -> None:
             lines[i] = f"{key}: {json.dumps(remaining.pop(key))}"
     for key, value in remaining.items():
         lines.append(f"{key}: {json.dumps(value)}")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, "\n".join(lines) + "\n")
 
 
 def generate_turn_secret() -> str:

@@ -18,7 +18,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.resource import Resource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Pod
 
 from relay_deploy.kubeconfig import CONTEXT
 
@@ -182,6 +182,18 @@ class Cluster:
             want = spec.replicas if spec and spec.replicas is not None else 1
             return bool((st.readyReplicas or 0) >= want)
         return bool(st.desiredNumberScheduled and st.numberReady >= st.desiredNumberScheduled)
+
+    def waiting_containers(self, namespace: str) -> list[tuple[str, str, str]]:
+        """(pod, reason, message) of every container waiting in ``namespace``."""
+        out = []
+        for pod in self.client.list(Pod, namespace=namespace):
+            statuses = (pod.status.containerStatuses or []) if pod.status else []
+            for status in statuses:
+                waiting = status.state.waiting if status.state else None
+                if waiting is not None and waiting.reason:
+                    name = str(pod.metadata.name if pod.metadata else "?")
+                    out.append((name, str(waiting.reason), str(waiting.message or "")))
+        return out
 
     def deployment(self, namespace: str, name: str) -> Deployment | None:
         try:

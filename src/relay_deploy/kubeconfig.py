@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from relay_deploy.files import write_private
+
 CONTEXT = "metadata-relay"
 
 
@@ -67,9 +69,5 @@ def has_context(path: Path) -> bool:
 
 
 def write(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".relay-deploy.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(doc, fh, sort_keys=False)
-    tmp.replace(path)
+    """Replace the kubeconfig (0600, through a fresh O_EXCL temporary file)."""
+    write_private(path, yaml.safe_dump(doc, sort_keys=False))

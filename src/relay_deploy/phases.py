@@ -1,4 +1,5 @@
-"""The five phases: vps, kubeconfig, kubernetes, app, verify.
+"""The phases kubeconfig, kubernetes, app and verify, and the runner of all five (the vps
+phase is :mod:`relay_deploy.vps_phase`).
 
 Each phase reports what it found, what it changed (or, in a dry run, would change) and why;
 on a second run every step is "found". A dry run makes only read calls: GETs to OVH, GET and
@@ -7,24 +8,21 @@ on a second run every step is "found". A dry run makes only read calls: GETs to 
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from lightkube import ApiError
-from lightkube.config.kubeconfig import KubeConfig
-from rich.console import Console
 
 from relay_deploy import kubeconfig as kcfg
 from relay_deploy import probes
-from relay_deploy.config import Advanced, DeployConfig, generate_turn_secret, update_config_file
+from relay_deploy.config import DeployConfig, generate_turn_secret
+from relay_deploy.context import Context, manifests
 from relay_deploy.kube import Cluster, condition_true, describe
-from relay_deploy.ovh_api import OvhCredentials, OvhVps, Vps
-from relay_deploy.report import PhaseFailed, Report, poll_until, waiting
-from relay_deploy.ssh import SshTarget, connect
+from relay_deploy.kubeconfig_phase import phase_kubeconfig
+from relay_deploy.report import PhaseFailed, hide
+from relay_deploy.vps_phase import phase_vps
 
 PURPOSE = {
     "vps": "find or order the OVHcloud VPS",
@@ -38,198 +36,7 @@ APP_DEPLOYMENT = "metadata-relay"
 ISSUER_KINDS = {"ClusterIssuer", "Issuer"}
 
 
-def manifests() -> Any:
-    """The manifests helper's module (kept behind a function: it is another branch's file)."""
-    try:
-        from relay_deploy import platform  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:  # pragma: no cover - only before the manifests branch lands
-        raise PhaseFailed("src/relay_deploy/platform.py is missing; the manifests are not "
-                          "in this checkout") from exc
-    return platform
-
-
-@dataclasses.dataclass
-class Context:
-    cfg: DeployConfig
-    report: Report
-    console: Console
-    dry_run: bool
-    confirm: Callable[[str], bool]
-    ovh: OvhCredentials | None = None
-    vps_ip: str = ""
-    vps_pending: bool = False  # dry run: the VPS would be ordered, so nothing past it exists
-    cluster_pending: bool = False  # dry run: k3s would be installed, no API to ask yet
-    kube_doc: dict[str, Any] | None = None  # dry run: the kubeconfig we would have written
-    _cluster: Cluster | None = None
-
-    @property
-    def adv(self) -> Advanced:
-        return self.cfg.advanced
-
-    def save(self, **updates: str) -> None:
-        """Record values in the config file (never in a dry run) and in memory."""
-        if not self.dry_run:
-            update_config_file(self.cfg.path, updates)
-        self.cfg = dataclasses.replace(self.cfg, **updates)  # type: ignore[arg-type]
-
-    def cluster(self) -> Cluster | None:
-        """The cluster API, or None in a dry run where it would only exist after this run."""
-        if self._cluster is not None:
-            return self._cluster
-        if self.cluster_pending or self.vps_pending:
-            return None
-        if self.kube_doc is not None:
-            conf = KubeConfig.from_dict(self.kube_doc).get(context_name=kcfg.CONTEXT)
-            if conf is not None:
-                from lightkube import Client
-
-                self._cluster = Cluster(Client(config=conf, field_manager="relay-deploy",
-                                               trust_env=False))
-                return self._cluster
-        path = kcfg.kubeconfig_path()
-        if not kcfg.has_context(path):
-            if self.dry_run:
-                self.cluster_pending = True
-                return None
-            raise PhaseFailed(f"no {kcfg.CONTEXT} context in {path}; run "
-                              f"`./infra/deploy --phase kubeconfig` first")
-        self._cluster = Cluster.from_kubeconfig(path)
-        return self._cluster
-
-    def wait(self, what: str, check: Callable[[], Any]) -> Any:
-        return poll_until(self.console, what, check, timeout=self.adv.wait_timeout_seconds,
-                          interval=self.adv.poll_seconds)
-
-
-# ---- vps ------------------------------------------------------------------------------------
-
-
-def phase_vps(ctx: Context) -> None:
-    cfg, rep = ctx.cfg, ctx.report
-    if cfg.vps_ip and not cfg.vps_name:
-        rep.found("vps", cfg.vps_ip, "vps_ip is set without vps_name: a server you manage "
-                  "yourself; OVH is not asked and nothing is ordered")
-        ctx.vps_ip = cfg.vps_ip
-        return
-    if ctx.ovh is None:
-        raise PhaseFailed("OVH credentials not loaded")
-    api = OvhVps(ctx.ovh.client())
-    if cfg.vps_name:
-        vps = api.get(cfg.vps_name)
-        if vps is not None and vps.running and vps.ip:
-            _record_vps(ctx, vps, f"configured VPS {vps.name} is running")
-            return
-        if vps is not None:
-            raise PhaseFailed(f"configured VPS {vps.name} is {vps.state or 'not running'}; "
-                              f"start it in the OVHcloud manager, then run again")
-        ctx.console.print(f"  configured VPS {cfg.vps_name} is not in this account; searching")
-    found = api.find_named(cfg.vps_display_name)
-    if found is not None:
-        _record_vps(ctx, found, f"running VPS named {found.display_name!r} found")
-        return
-    what = f"{cfg.vps_plan} VPS in {cfg.vps_datacenter} with {cfg.vps_os}"
-    why = f"no running VPS named {cfg.vps_display_name!r} in this account (costs money)"
-    rep.change("vps", what, "order", why)
-    if ctx.dry_run:
-        ctx.vps_pending = True
-        return
-
-    def wait_for(check: Callable[[], Vps | None]) -> Vps | None:
-        return poll_until(ctx.console, "waiting for OVHcloud to deliver the VPS", check,
-                          timeout=ctx.adv.vps_order_timeout_seconds,
-                          interval=ctx.adv.vps_poll_seconds)
-
-    vps = api.order(plan=cfg.vps_plan, datacenter=cfg.vps_datacenter, os_name=cfg.vps_os,
-                    display_name=cfg.vps_display_name, confirm=ctx.confirm, wait=wait_for,
-                    public_key=cfg.ssh_public_key_path.read_text().strip())
-    if vps is None:
-        raise PhaseFailed("VPS order not confirmed: nothing was ordered (cart deleted); "
-                          "answer 'y' or pass --yes to order")
-    _record_vps(ctx, vps, "ordered, delivered, rebuilt with your SSH key")
-
-
-def _record_vps(ctx: Context, vps: Vps, why: str) -> None:
-    ctx.vps_ip = vps.ip
-    if ctx.cfg.vps_name == vps.name and ctx.cfg.vps_ip == vps.ip:
-        ctx.report.found("vps", f"{vps.name} ({vps.ip})", why)
-        return
-    ctx.report.change("vps", f"{ctx.cfg.path.name}: vps_name={vps.name} vps_ip={vps.ip}",
-                      "record", why)
-    ctx.save(vps_name=vps.name, vps_ip=vps.ip)
-
-
 # ---- kubeconfig -----------------------------------------------------------------------------
-
-
-def phase_kubeconfig(ctx: Context) -> None:
-    rep = ctx.report
-    ip = ctx.vps_ip or ctx.cfg.vps_ip
-    if ctx.vps_pending:
-        rep.change("kubeconfig", f"k3s {manifests().load_k3s_pin().version} on the new VPS",
-                   "install",
-                   "the VPS does not exist yet")
-        rep.change("kubeconfig", f"context {kcfg.CONTEXT} in {kcfg.kubeconfig_path()}", "write",
-                   "the cluster does not exist yet")
-        ctx.cluster_pending = True
-        return
-    if not ip:
-        raise PhaseFailed("vps_ip is empty; run `./infra/deploy --phase vps` first")
-    ctx.vps_ip = ip
-    asyncio.run(_kubeconfig(ctx, ip))
-    if ctx.cluster_pending:
-        return
-    cluster = ctx.cluster()
-    assert cluster is not None
-    ready = cluster.nodes_ready() if ctx.dry_run else ctx.wait(
-        "waiting for the k3s node to be Ready", cluster.nodes_ready)
-    if not ready and not ctx.dry_run:
-        raise PhaseFailed("the k3s node is not Ready; see `ssh root@VPS journalctl -u k3s`")
-    ctx.console.print(f"  node Ready: {', '.join(ready) or 'not yet'}")
-
-
-async def _kubeconfig(ctx: Context, ip: str) -> None:
-    cfg, rep = ctx.cfg, ctx.report
-    k3s_version = manifests().load_k3s_pin().version
-    target = SshTarget(ip, cfg.ssh_port, cfg.ssh_user, cfg.ssh_private_key_path,
-                       cfg.known_hosts_path)
-    with waiting(ctx.console, f"connecting to {cfg.ssh_user}@{ip}:{cfg.ssh_port}"):
-        shell, newly = await connect(target, store_new_key=not ctx.dry_run,
-                                     within=ctx.adv.ssh_connect_timeout_seconds,
-                                     retry_interval=max(ctx.adv.poll_seconds, 0.1))
-    try:
-        if newly:
-            rep.change("kubeconfig", f"host key of {ip}", "pin",
-                       f"first contact; stored in {cfg.known_hosts_path}")
-        else:
-            rep.found("kubeconfig", f"host key of {ip}", "matches the pinned key")
-        if await shell.k3s_installed():
-            rep.found("kubeconfig", "k3s", "already installed")
-        else:
-            rep.change("kubeconfig", f"k3s {k3s_version}", "install",
-                       "/etc/rancher/k3s/k3s.yaml absent on the VPS")
-            if ctx.dry_run:
-                rep.change("kubeconfig", f"context {kcfg.CONTEXT}", "write",
-                           "k3s would be installed first")
-                ctx.cluster_pending = True
-                return
-            with waiting(ctx.console, f"installing k3s {k3s_version} (a few minutes)"):
-                await shell.install_k3s(ip, k3s_version)
-        text = await shell.read_kubeconfig()
-    finally:
-        await shell.close()
-    ours = kcfg.rewrite_k3s(text, ip)
-    path = kcfg.kubeconfig_path()
-    existing = kcfg.read_existing(path)
-    new = kcfg.merged(existing, ours)
-    if existing == new:
-        rep.found("kubeconfig", f"context {kcfg.CONTEXT} in {path}", "up to date")
-    else:
-        why = "not there yet" if not kcfg.has_context(path) else "server or credentials changed"
-        rep.change("kubeconfig", f"context {kcfg.CONTEXT} in {path}",
-                   "write", why + " (other contexts kept)")
-        if not ctx.dry_run:
-            kcfg.write(path, new)
-    ctx.kube_doc = new
 
 
 # ---- kubernetes / app: server-side apply ----------------------------------------------------
@@ -325,7 +132,9 @@ def phase_app(ctx: Context) -> None:
     if not cfg.turn_secret:
         ctx.report.change("app", f"turn_secret in {cfg.path.name}", "generate",
                           "empty in the config (kept there for the next runs)")
-        ctx.save(turn_secret=generate_turn_secret())
+        secret = generate_turn_secret()
+        hide(ctx.console, secret)
+        ctx.save(turn_secret=secret)
         cfg = ctx.cfg
     image = None
     if cfg.image_tag:
@@ -335,14 +144,18 @@ def phase_app(ctx: Context) -> None:
         domain=cfg.domain_name, image=image, relay_subdomain=cfg.relay_subdomain))
     namespaces = [o for o in app_objs if o.get("kind") == "Namespace"]
     secret = m.relay_secret(cfg.relay_secret_data())
+    pulling: list[dict[str, Any]] = []
+    if cfg.image_pull_token:  # a private GHCR package: pods pull with this secret
+        pulling = [m.pull_secret(registry=m.image_registry(), username=cfg.image_pull_username,
+                                 token=cfg.image_pull_token), m.pulling_service_account()]
     if cfg.gitops_repo_url:
         application = m.argocd_application(
             repo_url=cfg.gitops_repo_url, revision=cfg.gitops_revision,
             domain=cfg.domain_name, relay_subdomain=cfg.relay_subdomain, image=image)
-        apply_all(ctx, "app", [*namespaces, secret, application])
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, application])
     else:
         rest = [o for o in app_objs if o.get("kind") != "Namespace"]
-        apply_all(ctx, "app", [*namespaces, secret, *_ordered(rest)])
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, *_ordered(rest)])
 
 
 # ---- verify ---------------------------------------------------------------------------------
@@ -376,11 +189,11 @@ def phase_verify(ctx: Context) -> None:
     if ctx.wait("waiting for the relay rollout", rolled_out):
         rep.found("verify", "rollout", "deployment metadata-relay is available")
     else:
-        rep.fail("verify", "rollout", "deployment metadata-relay is not available; see "
-                 f"`kubectl --context {kcfg.CONTEXT} -n {APP_NAMESPACE} describe pods`")
+        rep.fail("verify", "rollout", rollout_hint(cluster))
     for name, check in (("health", lambda: check_health(cfg)),
                         ("DNS", lambda: check_dns(cfg, ip)),
-                        ("STUN", lambda: check_stun(cfg, ip))):
+                        ("STUN", lambda: check_stun(cfg, ip)),
+                        ("exposure", lambda: check_exposure(cfg, ip))):
         last: list[str] = []
 
         def attempt(check: Callable[[], tuple[bool, str]] = check, last: list[str] = last
@@ -395,6 +208,40 @@ def phase_verify(ctx: Context) -> None:
             rep.fail("verify", name, last[0])
     if rep.failures:
         raise PhaseFailed(f"{len(rep.failures)} check(s) failed (hints above)")
+
+
+def rollout_hint(cluster: Cluster) -> str:
+    """Why the relay is not available, naming ImagePullBackOff when that is it."""
+    waiting = cluster.waiting_containers(APP_NAMESPACE)
+    pulls = [w for w in waiting if w[1] in ("ImagePullBackOff", "ErrImagePull")]
+    if pulls:
+        pod, reason, message = pulls[0]
+        return (f"deployment metadata-relay is not available: pod {pod} is in {reason} "
+                f"({message}). A new GHCR package is private: make it public (the package's "
+                f"settings on GitHub, Change visibility) or set image_pull_username and "
+                f"image_pull_token (a token with read:packages) and run --phase app")
+    detail = f": {waiting[0][0]} is {waiting[0][1]}" if waiting else ""
+    return (f"deployment metadata-relay is not available{detail}; see `kubectl --context "
+            f"{kcfg.CONTEXT} -n {APP_NAMESPACE} describe pods`")
+
+
+def check_exposure(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
+    """From this machine: the relay's plain HTTP port refused, 443 and TURN's TCP answer."""
+    adv = cfg.advanced
+    host = adv.probe_host or ip
+    closed = adv.relay_http_port or manifests().relay_ports().http
+    problems = []
+    if probes.tcp_answers(host, closed, timeout=adv.probe_timeout_seconds):
+        problems.append(f"{closed}/tcp (the relay's plain HTTP) answers from outside: the "
+                        f"host firewall is not active; run `./infra/deploy --phase kubeconfig`")
+    for port, what in ((adv.https_port, "HTTPS (Traefik)"), (adv.stun_port, "TURN over TCP")):
+        if not probes.tcp_answers(host, port, timeout=adv.probe_timeout_seconds):
+            problems.append(f"{port}/tcp ({what}) does not answer from here; check the firewall "
+                            f"and `kubectl -n kube-system get pods`")
+    if problems:
+        return False, "; ".join(problems)
+    return True, (f"{closed}/tcp refused, {adv.https_port}/tcp and {adv.stun_port}/tcp answer "
+                  f"from here")
 
 
 def check_health(cfg: DeployConfig) -> tuple[bool, str]:
@@ -430,7 +277,7 @@ def check_dns(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
 
 
 def check_stun(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
-    host = cfg.advanced.stun_host or ip
+    host = cfg.advanced.probe_host or ip
     port = cfg.advanced.stun_port
     try:
         mapped = probes.stun_binding(host, port, timeout=cfg.advanced.probe_timeout_seconds)

@@ -431,6 +431,35 @@ def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str =
         raise PlatformError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class RelayPorts:
+    """The ports the relay binds on the host (hostNetwork), from its ConfigMap."""
+
+    http: int  # PORT: plain HTTP behind Traefik; never to be reachable from outside
+    turn: int  # TURN_PORT, UDP and TCP
+    relay_min: int  # TURN_MIN_PORT..TURN_MAX_PORT: UDP relay allocations
+    relay_max: int
+
+
+def relay_ports(root: Path | None = None) -> RelayPorts:
+    objs = app_objects(domain="example.com", root=root)
+    maps = [o for o in objs if o["kind"] == "ConfigMap" and
+            o["metadata"]["name"] == "metadata-relay-config"]
+    if len(maps) != 1:
+        raise PlatformError(f"{app_dir(root)}: expected the ConfigMap metadata-relay-config")
+    data = maps[0].get("data") or {}
+    try:
+        ports = RelayPorts(int(data["PORT"]), int(data["TURN_PORT"]),
+                           int(data["TURN_MIN_PORT"]), int(data["TURN_MAX_PORT"]))
+    except (KeyError, ValueError) as exc:
+        raise PlatformError(f"{app_dir(root)}/configmap.yaml: PORT, TURN_PORT, TURN_MIN_PORT "
+                            f"and TURN_MAX_PORT must be port numbers ({exc})") from None
+    if not all(0 < p < 65536 for p in (ports.http, ports.turn, ports.relay_min,
+                                       ports.relay_max)) or ports.relay_min > ports.relay_max:
+        raise PlatformError(f"{app_dir(root)}/configmap.yaml: bad relay ports {ports}")
+    return ports
+
+
 def relay_namespace(root: Path | None = None) -> Obj:
     """The relay's Namespace as the kustomization renders it (apply it before the Secret)."""
     objs = app_objects(domain="example.com", root=root)
@@ -480,6 +509,38 @@ def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
         kust["components"] = list(components)
     source["kustomize"] = kust
     return app
+
+
+PULL_SECRET_NAME = "metadata-relay-ghcr"  # noqa: S105 (a name, not a secret)
+
+
+def image_registry(root: Path | None = None) -> str:
+    """The registry host of the relay image (``ghcr.io``)."""
+    image = default_image(root)
+    return (image.new_name or image.name).split("/", 1)[0]
+
+
+def pull_secret(*, registry: str, username: str, token: str) -> Obj:
+    """The image pull secret for a private package (``kubernetes.io/dockerconfigjson``)."""
+    import base64
+    import json
+
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+    config = {"auths": {registry: {"username": username, "password": token, "auth": auth}}}
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": PULL_SECRET_NAME, "namespace": RELAY_NAMESPACE,
+                     "labels": {"app.kubernetes.io/name": "metadata-relay", **MANAGED_BY}},
+        "stringData": {".dockerconfigjson": json.dumps(config, sort_keys=True)},
+    }
+
+
+def pulling_service_account() -> Obj:
+    """The namespace's default ServiceAccount naming the pull secret, so every pod there
+    (the Deployment as Argo CD or the tool applies it) pulls with it."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": RELAY_NAMESPACE},
+            "imagePullSecrets": [{"name": PULL_SECRET_NAME}]}
 
 
 def relay_secret(data: dict[str, str]) -> Obj:

@@ -158,6 +158,18 @@ def stun_binding(host: str, port: int, timeout: float = 3.0, attempts: int = 3
     return _udp_exchange(host, port, request, lambda d: parse_binding_response(txid, d),
                          lambda d: d[8:20] == txid, 2048, timeout, attempts)
 
+# ---- TCP: does a port answer from here? ---------------------------------------------------
+
+
+def tcp_answers(host: str, port: int, timeout: float = 3.0) -> bool:
+    """A TCP connection to ``host:port`` completes within ``timeout`` (refused, dropped by a
+    firewall or unreachable: False)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
 # ---- HTTPS /health --------------------------------------------------------------------------
 
 

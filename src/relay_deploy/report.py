@@ -6,11 +6,13 @@ Also the progress display used on every wait longer than a second.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -18,6 +20,46 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 T = TypeVar("T")
 
 PHASES = ("vps", "kubeconfig", "kubernetes", "app", "verify")
+
+
+class Redacting(io.TextIOBase):
+    """A text stream that replaces every known secret with ``***`` before it reaches
+    ``stream``: the one place that keeps tokens, keys and passwords out of the tool's output,
+    whatever message (an API error, an exception) would carry them."""
+
+    def __init__(self, stream: TextIO, secrets: list[str] | None = None) -> None:
+        self.stream = stream
+        self.secrets: list[str] = [] if secrets is None else secrets  # may be shared
+
+    def hide(self, *values: str) -> None:
+        """Mask ``values`` and their base64 form (how a Secret's data carries them)."""
+        for value in values:
+            if not value or len(value) < 4:
+                continue
+            for form in (value, base64.b64encode(value.encode()).decode()):
+                if form not in self.secrets:
+                    self.secrets.append(form)
+        self.secrets.sort(key=len, reverse=True)  # longest first: no partial leftovers
+
+    def write(self, text: str) -> int:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def hide(console: Console, *values: str) -> None:
+    """Keep ``values`` out of everything printed from now on (a newly generated secret)."""
+    if isinstance(console.file, Redacting):
+        console.file.hide(*values)
 
 
 class PhaseFailed(Exception):

@@ -13,17 +13,20 @@ from rich.table import Table
 
 from relay_deploy import kubeconfig as kcfg
 from relay_deploy.config import DeployConfig
+from relay_deploy.context import manifests
 from relay_deploy.kube import Cluster, condition_true, deployment_ready
-from relay_deploy.ovh_api import OvhCredentials, OvhVps
+from relay_deploy.ovh_api import OvhCredentials
+from relay_deploy.ovh_vps import OvhVps
 from relay_deploy.phases import (
     APP_DEPLOYMENT,
     APP_NAMESPACE,
     ISSUER_KINDS,
     check_dns,
+    check_exposure,
     check_health,
     check_stun,
-    manifests,
     platform_workloads,
+    rollout_hint,
 )
 
 Row = tuple[str, bool | None, str]  # (what, ok / unknown, detail)
@@ -45,7 +48,7 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
         if ovh is None:
             return [("VPS", None, f"{cfg.vps_name or '?'} ({ip or 'no IP'}); "
                      "OVH credentials not found, not asked")]
-        api = OvhVps(ovh.client())
+        api = OvhVps(ovh.api())
         vps = api.get(cfg.vps_name) if cfg.vps_name else api.find_named(cfg.vps_display_name)
         if vps is None:
             return [("VPS", False, "none found; run `./infra/deploy --phase vps`")]
@@ -92,9 +95,9 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
 
         def app_rows() -> list[Row]:
             dep = c.deployment(APP_NAMESPACE, APP_DEPLOYMENT)
-            out: list[Row] = [("metadata-relay", dep is not None and deployment_ready(dep),
-                               "absent" if dep is None else
-                               ("available" if deployment_ready(dep) else "rolling out"))]
+            ready = dep is not None and deployment_ready(dep)
+            out: list[Row] = [("metadata-relay", ready, "absent" if dep is None else
+                               ("available" if ready else rollout_hint(c)))]
             certs: list[dict[str, Any]] = c.list_dicts("cert-manager.io/v1", "Certificate",
                                                       APP_NAMESPACE)
             if not certs:
@@ -113,9 +116,11 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
     if ip:
         _safe(rows, "DNS", lambda: [("DNS", *check_dns(cfg, ip))])
         _safe(rows, "TURN", lambda: [("TURN (STUN)", *check_stun(cfg, ip))])
+        _safe(rows, "Exposure", lambda: [("Ports from outside", *check_exposure(cfg, ip))])
     else:
         rows.append(("DNS", None, "no VPS IP known"))
         rows.append(("TURN (STUN)", None, "no VPS IP known"))
+        rows.append(("Ports from outside", None, "no VPS IP known"))
     _safe(rows, "Health", lambda: [("Health", *check_health(cfg))])
     return rows
 

@@ -30,6 +30,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool, str | None]] = {
     ("v1", "configmaps"): ("ConfigMap", True, None),
     ("v1", "services"): ("Service", True, None),
     ("v1", "persistentvolumeclaims"): ("PersistentVolumeClaim", True, None),
+    ("v1", "serviceaccounts"): ("ServiceAccount", True, None),
+    ("v1", "pods"): ("Pod", True, None),
     ("apps/v1", "deployments"): ("Deployment", True, None),
     ("apps/v1", "statefulsets"): ("StatefulSet", True, None),
     ("networking.k8s.io/v1", "ingresses"): ("Ingress", True, None),
@@ -68,6 +70,13 @@ class FakeKube:
     crds: set[str] = field(default_factory=lambda: {"helm.cattle.io"})
     unauthorized: int = 0
     workloads_become_ready: bool = True
+    # images (by name, without tag) that only pull with a dockerconfigjson secret holding
+    # this registry token, referenced by the namespace's default ServiceAccount: a private
+    # GHCR package
+    private_images: set[str] = field(default_factory=set)
+    registry_token: str = "ghcr-read-token"
+    secrets_refused_verbosely: bool = False  # echo a Secret's value in the refusal, as some
+    # admission webhooks do
     _rv: Any = field(default_factory=lambda: itertools.count(100))
 
     def __post_init__(self) -> None:
@@ -177,6 +186,10 @@ class FakeKube:
             return _status(400, "BadRequest", "name/namespace do not match the URL")
         if namespaced and ("v1", "namespaces", "", ns) not in self.objects:
             return _status(404, "NotFound", f'namespaces "{ns}" not found')
+        if kind == "Secret" and self.secrets_refused_verbosely:
+            values = list((body.get("data") or body.get("stringData") or {}).values())
+            return _status(422, "Invalid", f'Secret "{name}" is invalid: data: Invalid value: '
+                                           f'"{values[0] if values else ""}": refused by policy')
         if kind == "Secret":
             body = _secret_data(body)
             if body is None:
@@ -221,7 +234,12 @@ class FakeKube:
                 if self.workloads_become_ready:
                     self._ready(wplural, w)
         elif plural == "deployments" and self.workloads_become_ready:
-            self._ready(plural, obj)
+            self._roll_out(obj)
+        elif plural in ("serviceaccounts", "secrets"):
+            ns = obj["metadata"]["namespace"]
+            for (gv, p, n, _), dep in list(self.objects.items()):
+                if (gv, p, n) == ("apps/v1", "deployments", ns) and self.workloads_become_ready:
+                    self._roll_out(dep)
         elif plural == "clusterissuers":
             obj["status"] = {"conditions": [{"type": "Ready", "status": "True",
                                              "reason": "ACMEAccountRegistered"}]}
@@ -233,6 +251,48 @@ class FakeKube:
                 cert["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
                                   "notAfter": "2099-01-01T00:00:00Z"}
                 self._store("cert-manager.io/v1", "certificates", ns, cert)
+
+    def _roll_out(self, dep: dict[str, Any]) -> None:
+        """The Deployment's pod runs, or waits in ImagePullBackOff on a private image."""
+        ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        containers = dep["spec"]["template"]["spec"].get("containers") or []
+        stuck = [c for c in containers if c["image"].rsplit(":", 1)[0].split("@")[0]
+                 in self.private_images and not self._can_pull(ns, c["image"])]
+        pod = _obj("v1", "Pod", f"{name}-7d9f8c6b5-x2x9q", ns)
+        pod["metadata"]["labels"] = dict(dep["spec"]["template"]["metadata"].get("labels") or {})
+        statuses = []
+        for c in containers:
+            if c in stuck:
+                state = {"waiting": {"reason": "ImagePullBackOff", "message":
+                         f'Back-off pulling image "{c["image"]}"'}}
+            else:
+                state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+            statuses.append({"name": c["name"], "image": c["image"], "imageID": "",
+                             "ready": c not in stuck,
+                             "restartCount": 0, "state": state})
+        pod["status"] = {"phase": "Pending" if stuck else "Running",
+                         "containerStatuses": statuses}
+        self._store("v1", "pods", ns, pod)
+        if stuck:
+            n = dep["spec"].get("replicas", 1)
+            dep["status"] = {"observedGeneration": dep["metadata"].get("generation", 1),
+                             "replicas": n, "updatedReplicas": n, "unavailableReplicas": n}
+        else:
+            self._ready("deployments", dep)
+
+    def _can_pull(self, ns: str, image: str) -> bool:
+        registry = image.split("/", 1)[0]
+        account = self.objects.get(("v1", "serviceaccounts", ns, "default")) or {}
+        for ref in account.get("imagePullSecrets") or []:
+            secret = self.objects.get(("v1", "secrets", ns, ref.get("name", "")))
+            if not secret or secret.get("type") != "kubernetes.io/dockerconfigjson":
+                continue
+            config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+            auth = (config.get("auths") or {}).get(registry) or {}
+            user_token = base64.b64decode(auth.get("auth", "")).decode()
+            if user_token.split(":", 1)[-1] == self.registry_token:
+                return True
+        return False
 
     def _store(self, gv: str, plural: str, ns: str, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))

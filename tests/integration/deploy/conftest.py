@@ -17,11 +17,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from relay_deploy.ovh_rights import access_rules
 from tests.doubles.fake_kube import TOKEN, FakeKube
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun
-from tests.tools import free_port
+from tests.tools import free_port, free_tcp_udp_port
 
 REPO = Path(__file__).resolve().parents[3]
 DOMAIN = "mydia.test"
@@ -99,6 +100,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         return port
 
     ovh = FakeOvh()
+    ovh.grants[CK] = access_rules()  # exactly what `./infra/deploy ovh-token` asks for
     ovh_port = await serve(ovh.app())
     ovh.base = f"http://127.0.0.1:{ovh_port}/1.0"
     kube = FakeKube()
@@ -111,17 +113,23 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     keydir.mkdir()
     client_key.write_private_key(keydir / "id_ed25519")
     client_key.write_public_key(keydir / "id_ed25519.pub")
-    vps = FakeVpsHost(authorized_key=client_key, kube_server=f"http://127.0.0.1:{kube_port}",
+    vps = FakeVpsHost(authorized_keys=[client_key], kube_server=f"http://127.0.0.1:{kube_port}",
                       kube_token=TOKEN)
     ssh_port = free_port()
     ssh_server = await start_fake_vps(vps, ssh_port, asyncssh.generate_private_key("ssh-ed25519"))
+    # the VPS an order delivers is this SSH double: a fresh image without our key, until the
+    # rebuild installs it for the image's user
+    ovh.on_delivered = lambda _vps: vps.reimage(None)
+    ovh.on_rebuilt = lambda _vps, key: vps.reimage(key)
 
     dns = FakeDns(records={RELAY_HOST: ["127.0.0.1"]})
     dns_port = _free_udp()
     dns_transport = await _udp(dns, dns_port)
     stun = FakeStun()
-    stun_port = _free_udp()
+    stun_port = free_tcp_udp_port()
     stun_transport = await _udp(stun, stun_port)
+    # TURN's TCP side answers too (verify checks 3478/tcp from outside)
+    turn_tcp = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", stun_port)
 
     infra = tmp_path / "infra"
     infra.mkdir()
@@ -140,16 +148,20 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         domain_name=DOMAIN, acme_email="ops@mydia.test", cloudflare_api_token="cf-token-secret",
         relay_secret_key_base="k" * 64, relay_tmdb_api_key="tmdb-secret-key",
         ssh_public_key_path=str(keydir / "id_ed25519.pub"), ssh_port=ssh_port,
+        vps_datacenter="SBG",
         advanced={"dns_resolver": "127.0.0.1", "dns_port": dns_port,
                   "health_base_url": f"http://127.0.0.1:{health_port}",
-                  "stun_port": stun_port, "poll_seconds": 0.05, "wait_timeout_seconds": 2,
-                  "vps_poll_seconds": 0.05, "vps_order_timeout_seconds": 10,
-                  "ssh_connect_timeout_seconds": 5})
+                  "stun_port": stun_port, "https_port": health_port,
+                  "relay_http_port": free_port(), "probe_timeout_seconds": 0.5,
+                  "poll_seconds": 0.05, "wait_timeout_seconds": 2,
+                  "vps_poll_seconds": 0.02, "vps_order_timeout_seconds": 10,
+                  "vps_task_timeout_seconds": 10, "ssh_connect_timeout_seconds": 5})
     try:
         yield w
     finally:
         ssh_server.close()
         dns_transport.close()
         stun_transport.close()
+        turn_tcp.close()
         for r in runners:
             await r.cleanup()

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import yaml
 
 from relay_deploy import platform
+from relay_deploy.ovh_rights import CALLS
 from tests.doubles.fake_ovh import FakeVps
 from tests.integration.deploy.conftest import DOMAIN, World
 
 SECRETS = ("cf-token-secret", "k" * 64, "tmdb-secret-key")
+DECLARED = {(c.method, c.template) for c in CALLS}
+
+
+def _template(path: str) -> str:
+    """The declared template a concrete path is an instance of (or the path itself)."""
+    for call in CALLS:
+        pattern = re.sub(r"\\{[A-Za-z]+\\}", "[^/]+", re.escape(call.template))
+        if re.fullmatch(pattern, path):
+            return call.template
+    return path
 
 
 def _expected_objects() -> list[dict]:
@@ -36,25 +48,41 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
     first = await world.deploy("--yes")
     assert first.rc == 0, first.text
 
-    # exactly one VPS ordered, through one cart that was deleted
-    assert len(world.ovh.orders) == 1
-    assert len(world.ovh.calls_to("POST", "/checkout")) == 1
-    assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
-    assert world.ovh.bad_signatures == 0
+    # exactly one VPS ordered and paid; the checked-out cart is not deleted (it is the order)
+    assert len(world.ovh.orders) == 1 and len(world.ovh.checkouts()) == 1
+    assert world.ovh.calls_to("DELETE", "") == []
+    assert world.ovh.bad_signatures == 0 and world.ovh.not_granted == []
+    ((order_id, order),) = world.ovh.orders.items()
+    assert order.config == {"vps_datacenter": "EU-WEST-SBG", "vps_os": "Ubuntu 24.04",
+                            "vps_install_rtm": "no"}
     (name,) = world.ovh.vps
     assert world.ovh.vps[name].display_name == "metadata-relay"
-    # the new VPS was rebuilt once with Ubuntu 24.04 and our public key
+    # the new VPS was rebuilt once, after OVH's delivery task, with Ubuntu 24.04 and our key
     pub = (world.tmp / "keys" / "id_ed25519.pub").read_text().strip()
     assert world.ovh.rebuilds == [{"vps": name, "imageId": "img-ubu2404", "publicSshKey": pub,
                                    "doNotSendPassword": True}]
+    assert [c for c in world.ovh.refused if c.path.endswith("/rebuild")] == []
     saved = world.saved()
+    assert saved["vps_order_id"] == str(order_id)
     assert saved["vps_name"] == name and saved["vps_ip"] == "127.0.0.1"
     assert len(saved["turn_secret"]) == 64
+    # every OVH call is one the token's rules name (the fake enforces them as OVH does)
+    assert {(c.method, _template(c.path)) for c in world.ovh.calls} <= DECLARED
 
-    # k3s installed once, at the pinned version; host key pinned; kubeconfig merged
+    # as ubuntu with sudo -n: the firewall first, then k3s once, at the pinned version
+    assert all(c.startswith("sudo -n ") or c in ("command -v nft", 'echo "$SSH_CONNECTION"')
+               or "| sudo -n env INSTALL_K3S_VERSION=" in c for c in world.vps.commands)
     assert len(world.vps.installs) == 1
     assert f"INSTALL_K3S_VERSION={platform.load_k3s_pin().version}" in world.vps.installs[0] \
         or f"INSTALL_K3S_VERSION='{platform.load_k3s_pin().version}'" in world.vps.installs[0]
+    firewall_at = world.vps.commands.index("sudo -n nft -f /etc/metadata-relay/firewall.nft")
+    assert firewall_at < world.vps.commands.index(next(c for c in world.vps.commands
+                                                       if "get.k3s.io" in c))
+    rules = world.vps.files["/etc/metadata-relay/firewall.nft"]
+    assert world.vps.nft_loaded == rules
+    assert "metadata-relay-firewall.service" in world.vps.enabled_units
+    assert "ip saddr 127.0.0.1 tcp dport 6443 accept" in rules
+    assert "4001" not in rules and "10250" not in rules
     assert (world.config_path.parent / "known_hosts").read_text().startswith("[127.0.0.1]:")
     kube_cfg = yaml.safe_load(kube_path.read_text())
     assert [c["name"] for c in kube_cfg["contexts"]] == ["work", "metadata-relay"]
@@ -85,14 +113,15 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
 
     # second run: same result, not one mutating call on any double
     n_ovh, n_kube, n_ssh = len(world.ovh.calls), len(world.kube.calls), len(world.vps.commands)
+    n_changes = len(world.vps.mutations())
     before = dict(world.kube.objects)
     config_before = world.config_path.read_text()
     second = await world.deploy()  # no --yes needed: nothing to buy
     assert second.rc == 0, second.text
     assert [c for c in world.ovh.calls[n_ovh:] if c.method != "GET"] == []
     assert [c for c in world.kube.calls[n_kube:] if c.method != "GET"] == []
-    assert len(world.vps.installs) == 1
-    assert all(not c.startswith("curl") for c in world.vps.commands[n_ssh:])
+    assert len(world.vps.installs) == 1 and len(world.vps.mutations()) == n_changes
+    assert all("get.k3s.io" not in c for c in world.vps.commands[n_ssh:])
     assert world.kube.objects == before
     assert world.config_path.read_text() == config_before
     assert "Done: 0 changes" in second.out
@@ -173,7 +202,7 @@ async def test_gitops_mode_applies_the_argocd_application(world: World) -> None:
 
 async def test_status_of_an_empty_account_still_prints_the_table(world: World) -> None:
     result = await world.deploy("--status")
-    assert result.rc == 0, result.text
+    assert result.rc == 1, result.text  # rows FAIL: the table is printed, the exit code says so
     assert "none found" in result.out and "no metadata-relay context" in result.out
     assert world.ovh.mutating() == [] and world.kube.calls == [] and world.vps.commands == []
 

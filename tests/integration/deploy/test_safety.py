@@ -17,16 +17,17 @@ async def test_no_vps_is_ordered_without_confirmation(world: World, answer: str)
     assert result.rc == 1, result.text
     assert "Order it? [y/N]" in result.out
     assert "not confirmed" in result.err
-    assert world.ovh.orders == [] and world.ovh.calls_to("POST", "/checkout") == []
+    assert world.ovh.orders == {} and world.ovh.calls_to("POST", "/checkout") == []
     assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
     assert world.vps.commands == [] and world.kube.calls == []
-    assert "vps_name" not in world.saved()
+    assert "vps_name" not in world.saved() and "vps_order_id" not in world.saved()
 
 
 async def test_confirmation_orders_exactly_one(world: World) -> None:
     result = await world.deploy("--phase", "vps", stdin="y\n")
     assert result.rc == 0, result.text
-    assert len(world.ovh.orders) == 1 and world.ovh.carts == {}
+    assert len(world.ovh.orders) == 1 and len(world.ovh.checkouts()) == 1
+    assert world.ovh.deleted_carts == []  # the checked-out cart is the order: never deleted
 
 
 async def test_ctrl_c_during_the_order_deletes_the_cart(world: World) -> None:
@@ -39,26 +40,53 @@ async def test_ctrl_c_during_the_order_deletes_the_cart(world: World) -> None:
     assert proc.returncode == 130, (out + err).decode()
     assert "interrupted" in err.decode()
     assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
-    assert world.ovh.orders == [] and world.ovh.calls_to("POST", "/checkout") == []
+    assert world.ovh.orders == {} and world.ovh.calls_to("POST", "/checkout") == []
+    assert "vps_order_id" not in world.saved()
 
 
-@pytest.mark.parametrize("step", ["/configuration", "/assign", "/checkout"])
-async def test_order_failing_midway_deletes_the_cart(world: World, step: str) -> None:
+@pytest.mark.parametrize("step", ["/configuration", "/assign"])
+async def test_order_failing_before_checkout_deletes_the_cart(world: World, step: str) -> None:
     world.ovh.fail_on = ("POST", step)
     result = await world.deploy("--yes")
     assert result.rc == 1, result.text
     assert "OVH API" in result.err
-    assert world.ovh.orders == []
+    assert world.ovh.orders == {}
     assert world.ovh.carts == {} and len(world.ovh.deleted_carts) == 1
     assert world.vps.commands == [] and world.kube.calls == []
+    assert "vps_order_id" not in world.saved()
 
 
-async def test_unoffered_plan_fails_without_ordering(world: World) -> None:
+async def test_checkout_refused_deletes_the_cart_and_orders_nothing(world: World) -> None:
+    world.ovh.refuse_checkout = "No default payment method"
+    result = await world.deploy("--yes")
+    assert result.rc == 1, result.text
+    assert "No default payment method" in result.err
+    assert world.ovh.orders == {} and len(world.ovh.deleted_carts) == 1
+    assert "vps_order_id" not in world.saved()
+
+
+async def test_checkout_without_an_answer_never_orders_twice(world: World) -> None:
+    """A 500 (or no answer) to the checkout may have placed an order: the tool records that,
+    keeps the cart, and orders nothing until the operator says which order it was."""
+    world.ovh.fail_on = ("POST", "/checkout")
+    first = await world.deploy("--yes")
+    assert first.rc == 1, first.text
+    assert "no clear answer" in first.err and "vps_order_id" in first.err
+    assert world.saved()["vps_order_id"] == "unconfirmed"
+    assert world.ovh.deleted_carts == []
+    world.ovh.fail_on = None
+    again = await world.deploy("--yes")
+    assert again.rc == 1 and "'unconfirmed'" in again.err, again.text
+    assert len(world.ovh.calls_to("POST", "/checkout")) == 1
+    assert len(world.ovh.calls_to("POST", "/order/cart")) == 1
+
+
+async def test_unoffered_plan_fails_without_a_cart(world: World) -> None:
     world.write_config(vps_plan="vps-gold-plated")
     result = await world.deploy("--yes")
     assert result.rc == 1
     assert "vps-gold-plated" in result.err and "vps-2025-model1" in result.err
-    assert world.ovh.orders == [] and world.ovh.carts == {}
+    assert world.ovh.orders == {} and world.ovh.calls_to("POST", "/order/cart") == []
 
 
 async def test_dry_run_from_empty_account_only_reads(world: World) -> None:
@@ -80,18 +108,37 @@ async def test_dry_run_with_a_fresh_vps_uses_only_read_only_ssh(world: World) ->
     result = await world.deploy("--dry-run")
     assert result.rc == 0, result.text
     assert "would record" in result.out and "would pin host key" in result.out
+    assert "would install host firewall (nftables)" in result.out
     assert "would install k3s" in result.out
-    assert world.vps.commands == ["test -f /etc/rancher/k3s/k3s.yaml && echo present || "
-                                  "echo absent"]
+    assert world.vps.commands and world.vps.mutations() == []
     assert world.vps.installs == [] and world.ovh.mutating() == [] and world.kube.calls == []
     assert not (world.config_path.parent / "known_hosts").exists()
     assert not (world.tmp / "home" / ".kube").exists()
     assert "vps_name" not in world.saved()
 
 
+async def test_dry_run_never_reads_the_kubeconfig_over_an_unpinned_connection(
+        world: World) -> None:
+    world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
+    world.vps.k3s_installed = True
+    result = await world.deploy("--dry-run")
+    assert result.rc == 0, result.text
+    assert "would pin host key of 127.0.0.1" in result.out and "SHA256:" in result.out
+    assert "not read over this connection" in result.out
+    assert not any("k3s.yaml" in c and c.startswith("sudo -n cat") for c in
+                   world.vps.commands)
+    assert world.vps.mutations() == [] and world.kube.calls == []
+    assert not (world.config_path.parent / "known_hosts").exists()
+    assert not (world.tmp / "home" / ".kube").exists()
+
+
 async def test_dry_run_with_k3s_installed_asks_the_api_with_dry_run_only(world: World) -> None:
     world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
     world.vps.k3s_installed = True
+    # the host key was pinned by an earlier run
+    (world.config_path.parent / "known_hosts").write_text(
+        f"[127.0.0.1]:{world.config['ssh_port']} "
+        f"{world.vps.host_keys[-1].export_public_key().decode().strip()}\n")
     result = await world.deploy("--dry-run")
     assert result.rc == 0, result.text
     assert "would write context metadata-relay" in result.out
@@ -151,16 +198,26 @@ async def test_changed_host_key_is_refused(world: World) -> None:
     assert world.vps.commands == []
 
 
-async def test_non_root_login_uses_sudo(world: World) -> None:
-    world.vps.user = "ubuntu"
+async def test_root_login_when_configured_runs_commands_without_sudo(world: World) -> None:
+    world.vps.user = "root"
     world.vps.k3s_installed = True
     world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
-    world.write_config(ssh_user="ubuntu")
+    world.write_config(ssh_user="root")
     result = await world.deploy("--phase", "vps", "--phase", "kubeconfig")
     assert result.rc == 0, result.text
-    assert world.vps.commands == [
-        "sudo -n test -f /etc/rancher/k3s/k3s.yaml && echo present || echo absent",
-        "sudo -n cat /etc/rancher/k3s/k3s.yaml"]
+    assert not any("sudo" in c for c in world.vps.commands)
+    assert "cat /etc/rancher/k3s/k3s.yaml" in world.vps.commands
+    assert world.vps.nft_loaded is not None
+
+
+async def test_default_user_is_ubuntu_with_sudo(world: World) -> None:
+    world.vps.k3s_installed = True
+    world.ovh.vps["vps-relay"] = FakeVps("vps-relay", "running", "metadata-relay", "127.0.0.1")
+    result = await world.deploy("--phase", "vps", "--phase", "kubeconfig")
+    assert result.rc == 0, result.text
+    assert "connecting to ubuntu@127.0.0.1" in result.out or world.vps.refused_logins == 0
+    assert "sudo -n cat /etc/rancher/k3s/k3s.yaml" in world.vps.commands
+    assert world.vps.refused_logins == 0
 
 
 async def test_platform_that_never_becomes_available_fails_with_a_hint(world: World) -> None:

@@ -126,14 +126,22 @@ def test_launcher_help_from_any_directory(tmp_path) -> None:
         assert flag in result.stdout
 
 
-async def test_launcher_dry_run(world: World) -> None:
-    """infra/deploy (bash + uv) from another directory runs the same plan."""
+async def test_launcher_dry_run_in_a_fresh_environment_without_the_dev_group(
+        world: World) -> None:
+    """infra/deploy (bash + uv) from another directory, into an environment of its own as on an
+    operator's machine: the same plan, and none of the dev group (pytest, mypy, ruff) installed."""
+    venv = world.tmp / "operator-venv"
     env = {k: v for k, v in world.env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["UV_PROJECT_ENVIRONMENT"] = str(venv)
     proc = await asyncio.create_subprocess_exec(
         str(REPO / "infra" / "deploy"), "--dry-run", "--config", str(world.config_path),
         "--ovh-config", str(world.ovh_conf), cwd="/", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, err.decode()
     assert "would order vps-2025-model1" in out.decode() and "Plan:" in out.decode()
     assert world.ovh.mutating() == [] and world.kube.calls == []
+    site = list(venv.glob("lib/python3*/site-packages"))
+    assert site and (site[0] / "ovh").is_dir() and (site[0] / "asyncssh").is_dir()
+    for dev_only in ("pytest", "mypy", "ruff", "hypothesis"):
+        assert not (site[0] / dev_only).exists(), dev_only

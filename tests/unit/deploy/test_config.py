@@ -30,8 +30,8 @@ def base(pub: Path) -> dict:
 def test_minimal_config_gets_the_documented_defaults(keys: Path, tmp_path: Path) -> None:
     cfg = parse_config(base(keys), tmp_path / "config.yaml")
     assert cfg.relay_host == "relay.mydia.dev" and cfg.argocd_host == "argocd.mydia.dev"
-    assert cfg.ssh_user == "root" and cfg.ssh_port == 22
-    assert cfg.ssh_private_key_path == keys.with_suffix("")
+    assert cfg.ssh_user == "ubuntu" and cfg.ssh_port == 22
+    assert cfg.private_key_file == keys.with_suffix("")
     assert cfg.health_url == "https://relay.mydia.dev/health"
     assert cfg.advanced.dns_resolver == "1.1.1.1" and cfg.advanced.stun_port == 3478
     assert cfg.known_hosts_path == tmp_path / "known_hosts"
@@ -46,7 +46,7 @@ def test_every_problem_is_reported_at_once(keys: Path, tmp_path: Path) -> None:
         parse_config(raw, tmp_path / "c.yaml")
     problems = info.value.problems
     for key in ("domain_name", "acme_email", "ssh_port", "relay_subdomain", "turn_secret",
-                "advanced.bogus", "advanced:", "extra"):
+                "advanced.bogus", "advanced.stun_port", "extra"):
         assert any(p.startswith(key) for p in problems), (key, problems)
     assert all("\n" not in p for p in problems)
 
@@ -127,7 +127,8 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan
                     st.dictionaries(st.text(max_size=12), st.integers(), max_size=3))
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(raw=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=len(_KEYS)))
 def test_any_document_is_accepted_or_rejected_with_lines(raw: dict, tmp_path: Path) -> None:
     try:
@@ -135,3 +136,71 @@ def test_any_document_is_accepted_or_rejected_with_lines(raw: dict, tmp_path: Pa
     except ConfigError as exc:
         assert exc.problems and all(isinstance(p, str) and "\n" not in p
                                     for p in exc.problems)
+
+
+def test_tool_written_settings_are_checked(keys: Path, tmp_path: Path) -> None:
+    for raw, expect in (
+        ({"vps_order_id": "12ab"}, "vps_order_id: is written by the tool"),
+        ({"vps_ip": "not-an-ip"}, "vps_ip: 'not-an-ip' is not an IP address"),
+        ({"image_pull_username": "me"}, "image_pull_token: set both"),
+        ({"ssh_user": "Root Admin"}, "ssh_user: 'Root Admin' is not a login name"),
+        ({"vps_order_configuration": ["x"]}, "vps_order_configuration: must map"),
+        ({"advanced": "fast"}, "advanced: must be a mapping of settings"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(base(keys) | raw, tmp_path / "c.yaml")
+        assert [p for p in info.value.problems if p.startswith(expect)], (expect, info.value)
+    cfg = parse_config(base(keys) | {"vps_order_id": 4242, "vps_order_configuration":
+                                     {"vps_install_rtm": "no"}}, tmp_path / "c.yaml")
+    assert cfg.vps_order_id == "4242" and cfg.ordered_vps
+    assert cfg.vps_order_configuration == {"vps_install_rtm": "no"}
+    moved = cfg.updated(vps_name="vps-1.ovh.net")
+    assert moved.vps_name == "vps-1.ovh.net" and moved.path == tmp_path / "c.yaml"
+
+
+def test_update_never_writes_through_a_planted_temp_file(keys: Path, tmp_path: Path) -> None:
+    """A symlink planted where a predictable temp file would go is never followed, and a stale
+    world-readable temp file never makes the result readable by others."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base(keys)))
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    for name in ("config.yaml.tmp", ".config.yaml.tmp", "config.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    stale = tmp_path / "config.yaml.relay-deploy.tmp"
+    stale.write_text("stale")
+    stale.chmod(0o666)
+    update_config_file(path, {"turn_secret": "s" * 32})
+    assert victim.read_text() == "untouched\n"
+    assert (path.stat().st_mode & 0o777) == 0o600 and not path.is_symlink()
+    assert load_config(path).turn_secret == "s" * 32
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"config.yaml", "victim", "config.yaml.tmp", ".config.yaml.tmp", "config.tmp",
+                    "config.yaml.relay-deploy.tmp", "id_ed25519", "id_ed25519.pub"}
+
+
+def test_update_replaces_a_symlinked_config_instead_of_writing_through_it(
+        keys: Path, tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere.yaml"
+    real.write_text(yaml.safe_dump(base(keys)))
+    real.chmod(0o644)
+    path = tmp_path / "config.yaml"
+    path.symlink_to(real)
+    update_config_file(path, {"vps_name": "vps-9"})
+    assert not path.is_symlink() and (path.stat().st_mode & 0o777) == 0o600
+    assert "vps-9" not in real.read_text()
+
+
+def test_example_datacentre_is_one_the_example_endpoint_sells() -> None:
+    """ovh.conf.example's endpoint and config.yaml.example's datacentre go together (the old
+    example paired SBG with ovh-us, which OVH refuses)."""
+    import configparser
+
+    infra = Path(__file__).resolve().parents[3] / "infra"
+    parser = configparser.ConfigParser()
+    parser.read_string((infra / "ovh.conf.example").read_text())
+    endpoint = parser.get("default", "endpoint")
+    datacenter = yaml.safe_load((infra / "config.yaml.example").read_text())["vps_datacenter"]
+    regions = {"ovh-us": ("US-",), "ovh-ca": ("BHS", "TOR", "CA-"),
+               "ovh-eu": ("SBG", "GRA", "RBX", "WAW", "LIM", "ERI", "EU-")}
+    assert datacenter.startswith(regions[endpoint]), (endpoint, datacenter)

@@ -72,3 +72,18 @@ def test_merge_keeps_other_contexts(tmp_path: Path) -> None:
     assert kcfg.merged(merged, kcfg.rewrite_k3s(K3S, "203.0.113.5")) == merged
     fresh = kcfg.merged(None, kcfg.rewrite_k3s(K3S, "203.0.113.5"))
     assert fresh["current-context"] == "metadata-relay"
+
+
+def test_stale_world_readable_temp_file_never_leaves_the_kubeconfig_readable(
+        tmp_path: Path) -> None:
+    path = tmp_path / "kube" / "config"
+    path.parent.mkdir()
+    stale = path.with_name("config.relay-deploy.tmp")  # the old fixed temp name
+    stale.write_text("stale")
+    stale.chmod(0o666)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (path.parent / ".config.tmp").symlink_to(victim)
+    kcfg.write(path, kcfg.merged(None, kcfg.rewrite_k3s(K3S, "203.0.113.5")))
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert victim.read_text() == "untouched" and stale.read_text() == "stale"

@@ -69,3 +69,19 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_ovh_credentials(tmp_path / "nope.conf")
     assert "not found" in info.value.problems[0]
+
+
+@pytest.mark.parametrize("text", [
+    "application_secret=very-secret-value\n[default]\nendpoint=ovh-eu\n",
+    "[default]\nendpoint=ovh-eu\n[ovh-eu]\napplication_secret=very-secret-value\n"
+    "application_secret=very-secret-value\n",
+    "[default]\nendpoint=ovh-eu\n[ovh-eu]\n  very-secret-value\n[[x\n",
+    "[default]\nendpoint=ovh-eu\n[ovh-eu]\nconsumer_key very-secret-value\n",
+])
+def test_parse_errors_never_echo_a_secret(tmp_path: Path, text: str) -> None:
+    conf = tmp_path / "ovh.conf"
+    conf.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_ovh_credentials(conf)
+    assert "very-secret-value" not in str(info.value)
+    assert "line" in info.value.problems[0], info.value.problems

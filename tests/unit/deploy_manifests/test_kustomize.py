@@ -2,11 +2,10 @@
 
 ``fixtures/kustomize/expected.yaml`` was produced by ``kubectl kustomize`` (kustomize v5.5.0)
 from ``fixtures/kustomize/overlay`` (every feature the renderer supports); the renderer must
-reproduce it exactly, with or without kubectl on the machine. When kubectl is installed the
-tests also re-run it on the fixture and on the real relay kustomization (plain, with the Redis
-component, and with the deploy tool's host/image patches added the way Argo CD adds them).
-CI machines have no kubectl (Debian ships none recent enough for components), so there the
-committed expectation is the reference.
+reproduce it exactly, with or without kubectl on the machine. The tests also re-run kubectl
+on the fixture and on the real relay kustomization (plain, with the Redis component, and with
+the deploy tool's host/image patches added the way Argo CD adds them); they skip without
+kubectl locally and fail under CI=true, where `.ci/kubectl` installs it.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from relay_deploy import kustomize, platform
+from tests.tools import require_tool
 
 from .conftest import APP_DIR, DOMAIN
 
@@ -28,9 +28,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "kustomize"
 
 
 def kubectl_kustomize(directory: Path) -> list[Obj]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed: the committed kubectl output is the reference")
+    kubectl = require_tool("kubectl")
     out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]

@@ -1,4 +1,4 @@
-"""CRD kinds and chart values against the stored upstream schemas (../shared/data/schemas).
+"""CRD kinds and chart values against the upstream schemas kept in tests/data/schemas.
 
 CRD schemas are the API server's openAPIV3Schema; they allow unknown fields, so they are
 made strict here (``additionalProperties: false`` wherever an object lists its properties
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,12 @@ def test_pins_match_versions_md(schemas_dir: Path) -> None:
         if pin.values_schema:
             assert upstream.lstrip("v") in pin.values_schema, (pin.name, pin.values_schema)
     assert platform.load_k3s_pin().version in versions_md
+
+
+def test_schema_copy_matches_sources(schemas_dir: Path) -> None:
+    """Every schema SOURCES.md lists is in the repository copy, with the size it records."""
+    sources = (schemas_dir / "SOURCES.md").read_text()
+    rows = re.findall(r"^\| `([^`]+\.json)` \| (\d+) \|", sources, flags=re.M)
+    assert len(rows) >= 10
+    for name, size in rows:
+        assert (schemas_dir / name).stat().st_size == int(size), name
