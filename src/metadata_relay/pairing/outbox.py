@@ -67,8 +67,9 @@ class Outbox:
                 await send({"type": "websocket.send", "text": text})
                 queue.popleft()
                 self.pending -= len(text)
-        except Exception:
-            # The peer went away (ClientDisconnected/OSError): the receive loop sees it too.
+        except OSError:
+            # The peer went away (an ASGI server raises an OSError subclass, uvicorn its
+            # ClientDisconnected): the receive loop sees it too.
             self.closing = True
             queue.clear()
             self.pending = 0
@@ -95,9 +96,8 @@ class Outbox:
     async def _close(self, code: int, reason: str, final: str | None) -> None:
         writer = self._writer
         if writer is not None:
-            with contextlib.suppress(BaseException):
-                await writer
-        with contextlib.suppress(Exception):
+            await writer  # it ends on the peer going away, never raising
+        with contextlib.suppress(OSError):
             if final is not None:
                 await self._send({"type": "websocket.send", "text": final})
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
