@@ -30,7 +30,6 @@ Delivery = bool | Awaitable[bool]
 
 class InstancePeer(Protocol):
     ip: str
-    proven: bool
 
     def alive(self, now: float) -> bool: ...
 
@@ -50,8 +49,7 @@ class Incumbent:
     """The socket currently serving an instance, as a newcomer's register sees it."""
 
     ip: str
-    alive: bool    # sent an app-level frame within the alive window
-    proven: bool   # proved possession of the instance's key
+    alive: bool  # sent an app-level frame within the alive window
 
 
 class LocalHub:
@@ -92,7 +90,7 @@ class LocalHub:
         peer = self.instances.get(instance_id)
         if peer is None:
             return None
-        return Incumbent(peer.ip, peer.alive(now), peer.proven)
+        return Incumbent(peer.ip, peer.alive(now))
 
     async def instance_alive(self, instance_id: str, now: float) -> None:
         """The instance's socket here sent an app-level frame (others replicas must know)."""
@@ -133,7 +131,7 @@ _DEL_IF_MINE = (
 
 class RedisHub(LocalHub):
     """LocalHub plus Redis: presence ``pairing:presence:<id>`` (which replica serves the
-    instance, from which address, proven or not), liveness ``pairing:alive:<id>`` (exists
+    instance, from which address), liveness ``pairing:alive:<id>`` (exists
     while the instance's socket sends app-level frames), and channels ``pairing:i:<id>``
     (frames for an instance) / ``pairing:s:<session id>`` (frames for a session)."""
 
@@ -180,7 +178,7 @@ class RedisHub(LocalHub):
             await self.pubsub.aclose()
 
     def _presence(self, peer: InstancePeer) -> str:
-        return json.dumps({"replica": self.replica, "ip": peer.ip, "proven": peer.proven})
+        return json.dumps({"replica": self.replica, "ip": peer.ip})
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -282,7 +280,7 @@ class RedisHub(LocalHub):
         if raw is None:
             return None
         info = json.loads(raw)
-        return Incumbent(str(info.get("ip")), alive is not None, bool(info.get("proven")))
+        return Incumbent(str(info.get("ip")), alive is not None)
 
     async def instance_alive(self, instance_id: str, now: float) -> None:
         if now - self._alive_sent.get(instance_id, -ALIVE_PUBLISH_EVERY) < ALIVE_PUBLISH_EVERY:

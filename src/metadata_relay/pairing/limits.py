@@ -22,8 +22,7 @@ class PairingLimits:
     # instance identity: a socket that sent an app-level frame this recently is alive (mydia
     # pings 30 s after each pong and gives up after 10 s more: at most 40 s between pings)
     alive_window: float = 50.0
-    proof_timeout: float = 10.0      # to answer a 1.1 challenge
-    identify_timeout: float = 30.0   # to register (instance) or connect (client) after opening
+    identify_timeout: float = 30.0   # to register (and prove) or connect after opening
     # instance sockets: per-instance claim rate, per-socket ping and URL-update buckets
     claims_per_min: int = 10
     ping_rate: float = 0.5           # per second, with bursts of ping_burst
