@@ -21,6 +21,8 @@ from metadata_relay.http.edge import EdgeMiddleware
 from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
+from metadata_relay.pairing.clock import Clock
+from metadata_relay.pairing.component import PairingComponent
 from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.storage.redis import RedisAdapter
 from metadata_relay.storage.sqlite import Database
@@ -72,20 +74,18 @@ class Runtime:
             raise
 
 
-def build_components(runtime: Runtime, pairing_limits: PairingLimits | None) -> list[Component]:
-    """Every component, in start order, each given what it needs."""
+def build_components(runtime: Runtime, redis: RedisAdapter | None,
+                     pairing: PairingComponent) -> list[Component]:
+    """Every component, in start order, each given what it needs: the one Redis client
+    (when ``REDIS_URL`` is set) goes to the cache and to pairing."""
     settings = runtime.settings
-    redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
     components: list[Component] = [] if redis is None else [redis]
     components.append(MetadataProxy(settings, runtime.db, redis))
     if settings.TURN_ENABLED:
         from metadata_relay.turn.component import TurnComponent
 
         components.append(TurnComponent(settings, runtime.turn_secrets))
-    from metadata_relay.pairing.component import PairingComponent
-
-    components.append(PairingComponent(settings, runtime.db, runtime.token_secret,
-                                       runtime.turn_secret, pairing_limits))
+    components.append(pairing)
     return components
 
 
@@ -99,11 +99,15 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None) -> ASGIApp:
-    """The service's ASGI app. ``pairing_limits`` overrides the pairing limits (tests)."""
-    from metadata_relay.pairing.routes import routes as pairing_routes
-
+def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None,
+               pairing_clock: Clock | None = None) -> ASGIApp:
+    """The service's ASGI app. ``pairing_limits`` and ``pairing_clock`` replace the pairing
+    limits and clock (tests)."""
     runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH))
+    redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
+    # built now so its routes get the service by construction; secrets are read at start
+    pairing = PairingComponent(settings, runtime.db, runtime, redis, pairing_limits,
+                               pairing_clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -111,7 +115,7 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
         app.state.runtime = runtime
         started: list[Component] = []
         try:
-            for component in build_components(runtime, pairing_limits):
+            for component in build_components(runtime, redis, pairing):
                 await component.start()
                 started.append(component)
                 runtime.components[component.name] = component
@@ -131,7 +135,7 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
 
     app = Starlette(
         routes=[*status.routes(runtime.db, runtime.components),
-                *crash_routes(settings, runtime.db), *pairing_routes],
+                *crash_routes(settings, runtime.db), *pairing.routes()],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, BodyTooLarge: too_large},
     )

@@ -24,7 +24,7 @@ from metadata_relay.crashes.store import CrashStore
 from metadata_relay.http.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import REGISTRY, get_logger
-from metadata_relay.pairing.ratelimit import SlidingWindow, retry_after_header
+from metadata_relay.pairing.ratelimit import Window, retry_after_header
 from metadata_relay.storage.sqlite import Database
 
 log = get_logger("metadata_relay.crashes")
@@ -70,12 +70,14 @@ def _answer(status: int, body: dict[str, object], **headers: str) -> JSONRespons
 
 def routes(settings: Settings, db: Database) -> list[BaseRoute]:
     store = CrashStore(db, settings.CRASH_REPORTS_MAX, settings.CRASH_REPORTS_MAX_AGE_DAYS * DAY)
-    limiter = SlidingWindow(RATE_LIMIT, RATE_WINDOW)
+    limiter = Window(RATE_WINDOW)
 
     async def report(request: Request) -> Response:
-        wait = limiter.check(client_ip(request.scope, settings.TRUSTED_PROXIES),
-                             time.monotonic())
-        if wait:
+        ip, now = client_ip(request.scope, settings.TRUSTED_PROXIES), time.monotonic()
+        wait = limiter.over(ip, RATE_LIMIT, now)
+        if not wait:
+            limiter.add(ip, now)
+        else:
             CRASH_REFUSED.labels("rate_limited").inc()
             return _answer(429, {"error": "Too many requests",
                                  "message": "Rate limit exceeded. Please try again later."},

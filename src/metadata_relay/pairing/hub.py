@@ -1,26 +1,37 @@
 """Routing between sockets: which socket serves an instance, which serves a session.
 
-``LocalHub`` routes inside one process. ``RedisHub`` adds Redis pub/sub and presence keys so
-an instance connected to replica A reaches a client connected to replica B.
+:class:`LocalHub` routes inside one process; :class:`RedisHub` (scale-out) adds Redis pub/sub
+and presence keys so an instance connected to replica A reaches a client connected to replica
+B. Which one runs is decided by the backend factory (``component.py``).
 
-Ownership is enforced at the receiving session: a frame carries the sending instance's id
-and a session only accepts frames from the instance it connected to.
+Delivery to a socket in this process is a plain call (``bool``: delivered or not); delivery
+through Redis returns an awaitable the caller awaits. Ownership is enforced at the receiving
+session: a frame carries the sending instance's id and a session only accepts frames from the
+instance it connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from metadata_relay.observability import get_logger
 
 log = get_logger("metadata_relay.pairing.hub")
 
+Delivery = bool | Awaitable[bool]
+"""Delivered (True) or not (False) now, or an awaitable that tells (through Redis)."""
+
 
 class InstancePeer(Protocol):
-    instance_id: str | None
+    ip: str
+
+    def alive(self, now: float) -> bool: ...
 
     def deliver(self, text: str) -> bool: ...
 
@@ -33,11 +44,18 @@ class SessionPeer(Protocol):
     def deliver_from(self, instance_id: str, text: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Incumbent:
+    """The socket currently serving an instance, as a newcomer's register sees it."""
+
+    ip: str
+    alive: bool  # sent an app-level frame within the alive window
+
+
 class LocalHub:
     """In-process registry of instance and session sockets."""
 
-    # True when a peer missing here may live in another process (then routing must await)
-    remote = False
+    remote = False  # a peer missing here may live in another process
 
     def __init__(self) -> None:
         self.instances: dict[str, InstancePeer] = {}
@@ -51,6 +69,8 @@ class LocalHub:
 
     def health(self) -> str:
         return "ok"
+
+    # --- instances ------------------------------------------------------------------------
 
     async def attach_instance(self, instance_id: str, peer: InstancePeer) -> None:
         """Make ``peer`` the instance's socket; an older one (here or elsewhere) is replaced."""
@@ -66,16 +86,27 @@ class LocalHub:
             return True
         return False
 
+    async def incumbent(self, instance_id: str, now: float) -> Incumbent | None:
+        peer = self.instances.get(instance_id)
+        if peer is None:
+            return None
+        return Incumbent(peer.ip, peer.alive(now))
+
+    async def instance_alive(self, instance_id: str, now: float) -> None:
+        """The instance's socket here sent an app-level frame (others replicas must know)."""
+        return None
+
     async def instance_online(self, instance_id: str) -> bool:
         return instance_id in self.instances
 
-    async def to_instance(self, instance_id: str, text: str) -> bool:
-        return self.to_instance_now(instance_id, text)
-
-    def to_instance_now(self, instance_id: str, text: str) -> bool:
-        """Local delivery only, without awaiting (the synchronous lane)."""
+    def to_instance(self, instance_id: str, text: str) -> Delivery:
         peer = self.instances.get(instance_id)
         return peer.deliver(text) if peer is not None else False
+
+    def local_instance_ids(self) -> set[str]:
+        return set(self.instances)
+
+    # --- sessions -------------------------------------------------------------------------
 
     async def attach_session(self, peer: SessionPeer) -> None:
         self.sessions[peer.session_id] = peer
@@ -84,20 +115,14 @@ class LocalHub:
         if self.sessions.get(peer.session_id) is peer:
             del self.sessions[peer.session_id]
 
-    async def to_session(self, session_id: str, instance_id: str, text: str) -> bool:
-        return self.to_session_now(session_id, instance_id, text)
-
-    def to_session_now(self, session_id: str, instance_id: str, text: str) -> bool:
-        """Local delivery only, without awaiting (the synchronous lane)."""
+    def to_session(self, session_id: str, instance_id: str, text: str) -> Delivery:
         peer = self.sessions.get(session_id)
         return peer.deliver_from(instance_id, text) if peer is not None else False
-
-    def local_instance_ids(self) -> set[str]:
-        return set(self.instances)
 
 
 PRESENCE_TTL = 90
 PRESENCE_REFRESH = 30.0
+ALIVE_PUBLISH_EVERY = 5.0
 _DEL_IF_MINE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
     "return 0"
@@ -105,23 +130,25 @@ _DEL_IF_MINE = (
 
 
 class RedisHub(LocalHub):
-    """LocalHub plus Redis: presence keys ``pairing:presence:<id>`` and channels
-    ``pairing:i:<instance_id>`` (frames for an instance) / ``pairing:s:<session_id>``."""
+    """LocalHub plus Redis: presence ``pairing:presence:<id>`` (which replica serves the
+    instance, from which address), liveness ``pairing:alive:<id>`` (exists
+    while the instance's socket sends app-level frames), and channels ``pairing:i:<id>``
+    (frames for an instance) / ``pairing:s:<session id>`` (frames for a session)."""
 
     remote = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, redis: Any, errors: tuple[type[BaseException], ...],
+                 alive_window: float) -> None:
         super().__init__()
-        import redis.asyncio as aioredis
-
-        self.url = url
-        self.redis: Any = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                            health_check_interval=15)
+        self.redis = redis
+        self.errors = errors
+        self.alive_ms = int(alive_window * 1000)
         self.replica = secrets.token_hex(8)
         self.pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ok = False
         self._del_if_mine: Any = None
+        self._alive_sent: dict[str, float] = {}
 
     def health(self) -> str:
         return "ok" if self._ok else "degraded"
@@ -132,7 +159,7 @@ class RedisHub(LocalHub):
         try:
             await self._resync()
             self._ok = True
-        except Exception as exc:
+        except self.errors as exc:
             log.warning("redis_unavailable", error=type(exc).__name__)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._listen()), loop.create_task(self._refresh())]
@@ -141,16 +168,17 @@ class RedisHub(LocalHub):
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError):
                 await t
-        with contextlib.suppress(Exception):
-            if self.instances:
-                for iid in list(self.instances):
-                    await self._del_if_mine(keys=[f"pairing:presence:{iid}"], args=[self.replica])
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*self.errors):
+            for iid, peer in list(self.instances.items()):
+                await self._del_if_mine(keys=[f"pairing:presence:{iid}"],
+                                        args=[self._presence(peer)])
+        with contextlib.suppress(*self.errors):
             await self.pubsub.aclose()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+
+    def _presence(self, peer: InstancePeer) -> str:
+        return json.dumps({"replica": self.replica, "ip": peer.ip})
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -164,9 +192,7 @@ class RedisHub(LocalHub):
                     msg = await self.pubsub.get_message(timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         self._dispatch(msg["channel"], msg["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except self.errors as exc:
                 if self._ok:
                     log.warning("redis_lost", error=type(exc).__name__)
                 self._ok = False
@@ -179,12 +205,16 @@ class RedisHub(LocalHub):
         channels += [f"pairing:i:{iid}" for iid in self.instances]
         channels += [f"pairing:s:{sid}" for sid in self.sessions]
         await self.pubsub.subscribe(*channels)
-        if self.instances:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for iid in self.instances:
-                    pipe.set(f"pairing:presence:{iid}", self.replica, ex=PRESENCE_TTL)
-                await pipe.execute()
+        await self._announce()
         log.info("redis_connected", instances=len(self.instances), sessions=len(self.sessions))
+
+    async def _announce(self) -> None:
+        if not self.instances:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for iid, peer in self.instances.items():
+                pipe.set(f"pairing:presence:{iid}", self._presence(peer), ex=PRESENCE_TTL)
+            await pipe.execute()
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         ch = channel.decode()
@@ -207,14 +237,9 @@ class RedisHub(LocalHub):
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_REFRESH)
-            if not self.instances:
-                continue
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for iid in self.instances:
-                        pipe.set(f"pairing:presence:{iid}", self.replica, ex=PRESENCE_TTL)
-                    await pipe.execute()
-            except Exception as exc:
+                await self._announce()
+            except self.errors as exc:
                 log.warning("redis_presence_failed", error=type(exc).__name__)
 
     async def attach_instance(self, instance_id: str, peer: InstancePeer) -> None:
@@ -222,58 +247,84 @@ class RedisHub(LocalHub):
         try:
             # Tell other replicas first: one holding an older socket closes it as replaced.
             await self.redis.publish(f"pairing:i:{instance_id}", "R" + self.replica)
-            await self.redis.set(f"pairing:presence:{instance_id}", self.replica,
-                                 ex=PRESENCE_TTL)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(f"pairing:presence:{instance_id}", self._presence(peer),
+                         ex=PRESENCE_TTL)
+                pipe.set(f"pairing:alive:{instance_id}", "1", px=self.alive_ms)
+                await pipe.execute()
             await self.pubsub.subscribe(f"pairing:i:{instance_id}")
-        except Exception as exc:
+        except self.errors as exc:
             log.warning("redis_attach_failed", error=type(exc).__name__)
 
     async def detach_instance(self, instance_id: str, peer: InstancePeer) -> bool:
         current = await super().detach_instance(instance_id, peer)
         if current:
+            self._alive_sent.pop(instance_id, None)
             try:
                 await self.pubsub.unsubscribe(f"pairing:i:{instance_id}")
                 await self._del_if_mine(keys=[f"pairing:presence:{instance_id}"],
-                                        args=[self.replica])
-            except Exception as exc:
+                                        args=[self._presence(peer)])
+            except self.errors as exc:
                 log.warning("redis_detach_failed", error=type(exc).__name__)
         return current
+
+    async def incumbent(self, instance_id: str, now: float) -> Incumbent | None:
+        if instance_id in self.instances:
+            return await super().incumbent(instance_id, now)
+        try:
+            raw, alive = await self.redis.mget(f"pairing:presence:{instance_id}",
+                                               f"pairing:alive:{instance_id}")
+        except self.errors as exc:
+            log.warning("redis_read_failed", error=type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        info = json.loads(raw)
+        return Incumbent(str(info.get("ip")), alive is not None)
+
+    async def instance_alive(self, instance_id: str, now: float) -> None:
+        if now - self._alive_sent.get(instance_id, -ALIVE_PUBLISH_EVERY) < ALIVE_PUBLISH_EVERY:
+            return
+        self._alive_sent[instance_id] = now
+        try:
+            await self.redis.set(f"pairing:alive:{instance_id}", "1", px=self.alive_ms)
+        except self.errors as exc:
+            log.warning("redis_write_failed", error=type(exc).__name__)
 
     async def instance_online(self, instance_id: str) -> bool:
         if instance_id in self.instances:
             return True
         try:
             return bool(await self.redis.exists(f"pairing:presence:{instance_id}"))
-        except Exception:
+        except self.errors:
             return False
 
-    async def to_instance(self, instance_id: str, text: str) -> bool:
+    def to_instance(self, instance_id: str, text: str) -> Delivery:
         peer = self.instances.get(instance_id)
         if peer is not None:
             return peer.deliver(text)
+        return self._publish(f"pairing:i:{instance_id}", "F" + text)
+
+    async def _publish(self, channel: str, data: str) -> bool:
         try:
-            return int(await self.redis.publish(f"pairing:i:{instance_id}", "F" + text)) > 0
-        except Exception:
+            return int(await self.redis.publish(channel, data)) > 0
+        except self.errors:
             return False
 
     async def attach_session(self, peer: SessionPeer) -> None:
         await super().attach_session(peer)
         try:
             await self.pubsub.subscribe(f"pairing:s:{peer.session_id}")
-        except Exception as exc:
+        except self.errors as exc:
             log.warning("redis_attach_failed", error=type(exc).__name__)
 
     async def detach_session(self, peer: SessionPeer) -> None:
         await super().detach_session(peer)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*self.errors):
             await self.pubsub.unsubscribe(f"pairing:s:{peer.session_id}")
 
-    async def to_session(self, session_id: str, instance_id: str, text: str) -> bool:
+    def to_session(self, session_id: str, instance_id: str, text: str) -> Delivery:
         peer = self.sessions.get(session_id)
         if peer is not None:
             return peer.deliver_from(instance_id, text)
-        try:
-            n = await self.redis.publish(f"pairing:s:{session_id}", f"{instance_id}\x00{text}")
-            return int(n) > 0
-        except Exception:
-            return False
+        return self._publish(f"pairing:s:{session_id}", f"{instance_id}\x00{text}")

@@ -1,4 +1,9 @@
-"""Every pairing limit in one place (defaults are the contract's values)."""
+"""Every pairing limit in one place (defaults are the contract's values; tests shorten them).
+
+Guessing claim codes (README, "Claim codes"): a code has 40 bits; failed redemptions count
+per client IP and per network prefix (/24 IPv4, /48 IPv6), never globally, so guessers
+cannot lock anyone else out; valid redemptions count against their own, generous limit.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,26 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PairingLimits:
-    # REST + socket connect rate limits, per client IP, per 60 s
+    # REST and socket rate limits, per client IP per minute
     register_per_min: int = 10
-    redeem_per_min: int = 5
     connect_per_min: int = 30
-    # global failed-redemption budget (HTTP and WebSocket together)
-    failure_budget: int = 100
-    failure_window: float = 60.0
-    failure_cooldown: float = 60.0
+    # claim-code redemption (REST lookup and socket connect{claim_code} together), per minute
+    guesses_per_ip: int = 5          # failed redemptions per client IP
+    guesses_per_prefix: int = 20     # failed redemptions per /24 (IPv4) or /48 (IPv6)
+    redemptions_per_ip: int = 30     # valid redemptions per client IP
+    # instance identity: a socket that sent an app-level frame this recently is alive (mydia
+    # pings 30 s after each pong and gives up after 10 s more: at most 40 s between pings)
+    alive_window: float = 50.0
+    identify_timeout: float = 30.0   # to register (and prove) or connect after opening
+    # instance sockets: per-instance claim rate, per-socket ping and URL-update buckets
+    claims_per_min: int = 10
+    ping_rate: float = 0.5           # per second, with bursts of ping_burst
+    ping_burst: float = 5.0
+    update_urls_rate: float = 0.1
+    update_urls_burst: float = 5.0
+    # open sockets per client IP
+    instance_sockets_per_ip: int = 10
+    client_sockets_per_ip: int = 50
     # sockets
     instance_heartbeat: float = 60.0
     client_idle: float = 300.0

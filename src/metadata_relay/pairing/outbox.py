@@ -37,7 +37,7 @@ class Outbox:
                  write_now: Callable[[str], bool] | None = None) -> None:
         self._send = send
         self._write_now = write_now
-        self._queue: deque[str] = deque()
+        self._queue: deque[str] | None = None  # exists only while frames wait (idle: none)
         self._writer: asyncio.Task[None] | None = None
         self._on_close = on_close
         self.limit = limit
@@ -54,26 +54,31 @@ class Outbox:
         if self.pending > self.limit:
             self.close(CLOSE_POLICY, "send queue full")
             return False
-        self._queue.append(text)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(text)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
         return True
 
     async def _drain(self) -> None:
         queue, send = self._queue, self._send
+        assert queue is not None
         try:
             while queue:
                 text = queue[0]
                 await send({"type": "websocket.send", "text": text})
                 queue.popleft()
                 self.pending -= len(text)
-        except Exception:
-            # The peer went away (ClientDisconnected/OSError): the receive loop sees it too.
+        except OSError:
+            # The peer went away (an ASGI server raises an OSError subclass, uvicorn its
+            # ClientDisconnected): the receive loop sees it too.
             self.closing = True
-            queue.clear()
             self.pending = 0
         finally:
             self._writer = None
+            self._queue = None
 
     def close(self, code: int = 1000, reason: str = "", final: str | None = None) -> None:
         """Stop queueing; send ``final`` (if any) after what is queued, then a close frame.
@@ -84,7 +89,7 @@ class Outbox:
             return
         self.closing = True
         if code == CLOSE_POLICY:
-            self._queue.clear()
+            self._queue = None
             self.pending = 0
             if self._writer is not None:
                 self._writer.cancel()
@@ -95,9 +100,8 @@ class Outbox:
     async def _close(self, code: int, reason: str, final: str | None) -> None:
         writer = self._writer
         if writer is not None:
-            with contextlib.suppress(BaseException):
-                await writer
-        with contextlib.suppress(Exception):
+            await writer  # it ends on the peer going away, never raising
+        with contextlib.suppress(OSError):
             if final is not None:
                 await self._send({"type": "websocket.send", "text": final})
             await self._send({"type": "websocket.close", "code": code, "reason": reason})

@@ -1,22 +1,25 @@
-"""Wire format of both relay sockets (sans-I/O): parse frames, validate fields, build replies.
+"""The pairing wire format, sans I/O: frames of both relay sockets (parse, validate fields,
+build replies), claim codes and instance tokens.
 
-Nothing here touches a socket; handlers feed text in and send what comes back.
+Nothing here touches a socket, a clock or a database: callers pass ``now`` and send what
+comes back.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import secrets
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 RELAY_PROTOCOL = "1.0"
-SUPPORTED_VERSIONS = [RELAY_PROTOCOL]
-MAX_URLS = 16
-MAX_URL_LEN = 2048
+PROVEN_PROTOCOL = "1.1"  # 1.0 plus proof of possession at register (possession.py)
+SUPPORTED_VERSIONS = [RELAY_PROTOCOL, PROVEN_PROTOCOL]
 MAX_ID_LEN = 255
-SESSION_ID_LEN = 22
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -38,25 +41,32 @@ def parse(text: str | bytes | None) -> dict[str, Any] | None:
     return msg
 
 
+# --- fields -------------------------------------------------------------------------------
+
 def new_session_id() -> str:
     """16 random bytes, base64url without padding (22 characters)."""
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
 
 
-def is_session_id(value: object) -> bool:
+def is_session_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= 64
 
 
-def public_key(value: object) -> bytes | None:
-    """Standard base64 (padding optional, url-safe accepted) of exactly 32 bytes."""
-    if not isinstance(value, str) or len(value) > 64:
+def b64_bytes(value: object, size: int) -> bytes | None:
+    """Standard base64 (padding optional, url-safe accepted) of exactly ``size`` bytes."""
+    if not isinstance(value, str) or len(value) > 2 * size + 8:
         return None
     text = value.strip().replace("-", "+").replace("_", "/")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if len(raw) == 32 else None
+    return raw if len(raw) == size else None
+
+
+def public_key(value: object) -> bytes | None:
+    """An instance's X25519 public key: base64 of exactly 32 bytes."""
+    return b64_bytes(value, 32)
 
 
 def encode_key(raw: bytes) -> str:
@@ -77,27 +87,11 @@ def user_id(value: object) -> str | None:
     return None
 
 
-def direct_urls(value: object, *, missing: list[str] | None = None) -> list[str] | None:
-    """A list of at most 16 http(s)/ws(s) URL strings; ``missing`` when absent; else None."""
-    if value is None:
-        return missing
-    if not isinstance(value, list) or len(value) > MAX_URLS:
-        return None
-    out: list[str] = []
-    for url in value:
-        if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_LEN:
-            return None
-        if not url.lower().startswith(("http://", "https://", "ws://", "wss://")):
-            return None
-        if url not in out:
-            out.append(url)
-    return out
-
-
 def negotiate(versions: object) -> str | None:
     """The relay protocol version to speak, from ``protocol_versions``; None if incompatible.
 
-    A missing map or list is treated as ``["1.0"]`` (older clients).
+    A missing map or list is treated as ``["1.0"]`` (older clients). ``1.1`` (proof of
+    possession) is spoken only when offered; any other ``1.x`` gets ``1.0``.
     """
     if versions is None:
         return RELAY_PROTOCOL
@@ -110,11 +104,63 @@ def negotiate(versions: object) -> str | None:
         offered = [offered]
     if not isinstance(offered, list):
         return None
+    if PROVEN_PROTOCOL in offered:
+        return PROVEN_PROTOCOL
     for v in offered:
-        if isinstance(v, str) and v.split(".", 1)[0] == RELAY_PROTOCOL.split(".", 1)[0]:
+        if isinstance(v, str) and v.split(".", 1)[0] == "1":
             return RELAY_PROTOCOL
     return None
 
+
+# --- direct URLs (lenient: real installs send messy lists) ----------------------------------
+
+MAX_URLS = 32
+MAX_URL_LEN = 2048
+URL_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def repair_url(value: object) -> str | None:
+    """One ``direct_urls`` entry made usable, or None when it cannot be a URL.
+
+    Surrounding whitespace is trimmed (``ADDITIONAL_DIRECT_URLS="https://a, https://b"``
+    keeps the space) and a missing scheme becomes ``https://`` (mydia serves HTTPS, and
+    ``EXTERNAL_URL`` may be ``host:port``).
+    """
+    if not isinstance(value, str):
+        return None
+    url = value.strip()
+    if not url or len(url) > MAX_URL_LEN or not url.isprintable() or " " in url:
+        return None
+    if "://" not in url:
+        url = "https://" + url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+        return None
+    return url
+
+
+def direct_urls(value: object) -> tuple[list[str], int]:
+    """``direct_urls`` repaired: (the first :data:`MAX_URLS` distinct usable URLs, how many
+    entries were dropped). Never a reason to refuse a message; None or absent is ``[]``."""
+    if value is None:
+        return [], 0
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    dropped = 0
+    for item in items:
+        url = repair_url(item)
+        if url is None or len(out) >= MAX_URLS:
+            dropped += 1
+        elif url not in out:
+            out.append(url)
+    return out, dropped
+
+
+# --- relayed payloads -----------------------------------------------------------------------
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-="
 
@@ -144,11 +190,23 @@ def relay_message_frame(session_id: str, payload: str) -> str:
             + payload + '"}')
 
 
+def signalling_frame(kind: str, payload: object, session_id: str | None = None) -> str:
+    """A ``webrtc_<x>`` frame; the payload (a JSON string for mydia) passes untouched."""
+    if session_id is None:
+        return dumps({"type": kind, "payload": payload})
+    return dumps({"type": kind, "session_id": session_id, "payload": payload})
+
+
 def is_webrtc(kind: str) -> bool:
     return kind.startswith("webrtc_") and 7 < len(kind) <= 64
 
 
-# --- replies ------------------------------------------------------------------------------
+def session_frame(kind: str, session_id: str) -> str:
+    """``session_closed`` and the like: ``{"type": kind, "session_id": ...}``."""
+    return dumps({"type": kind, "session_id": session_id})
+
+
+# --- replies --------------------------------------------------------------------------------
 
 def error(message: str, code: str | None = None, **extra: Any) -> str:
     msg: dict[str, Any] = {"type": "error"}
@@ -159,23 +217,138 @@ def error(message: str, code: str | None = None, **extra: Any) -> str:
     return dumps(msg)
 
 
+def registered(version: str) -> str:
+    return dumps({"type": "registered", "relay_protocol": version})
+
+
+def rate_limited(retry_after: int, **extra: Any) -> str:
+    return error("Too many requests. Please try again later.", "rate_limited",
+                 retry_after=retry_after, **extra)
+
+
 PONG = dumps({"type": "pong"})
-REGISTERED = dumps({"type": "registered", "relay_protocol": RELAY_PROTOCOL})
 VERSION_INCOMPATIBLE = error(
     "Relay protocol version mismatch", "version_incompatible",
     supported_versions=SUPPORTED_VERSIONS,
 )
 NOT_REGISTERED = error("Not registered")
+REGISTRATION_FAILED = error("Registration failed", "validation_error")
+OTHER_INSTANCE = error("Already registered as another instance", "bad_request")
 UNAUTHORIZED = error("Instance id is registered with another key", "unauthorized")
+PROOF_REQUIRED = error("This instance proved its key: register with relay protocol 1.1",
+                       "proof_required")
+PROOF_FAILED = error("Proof of possession failed", "unauthorized")
+IN_USE = error("Instance is connected from another address", "instance_connected")
 REPLACED = error("Another connection registered this instance", "replaced")
 INVALID_CLAIM = error("Invalid or expired claim code")
 INSTANCE_OFFLINE = error("Instance is offline")
 INSTANCE_NOT_FOUND = error("Instance not found")
 NOT_CONNECTED = error("Not connected")
-ALREADY_CONNECTED = error("Already connected")
 BAD_REQUEST = error("Invalid message", "bad_request")
+CLAIM_FAILED = "Failed to create claim"
 
 
-def rate_limited(retry_after: int) -> str:
-    return error("Too many requests. Please try again later.", "rate_limited",
-                 retry_after=retry_after)
+# --- claim codes ----------------------------------------------------------------------------
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 8  # 32**8 = 2**40 codes
+CLAIM_TTL = 300
+MAX_CLAIM_TTL = 600
+
+
+def new_code() -> str:
+    """8 symbols drawn uniformly (``secrets.choice`` rejects, never biases) from a CSPRNG."""
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(raw: object) -> str | None:
+    """Upper-case, ``-`` and whitespace removed; None unless a well-formed code results."""
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    code = "".join(raw.split()).replace("-", "").upper()
+    if len(code) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in code):
+        return None
+    return code
+
+
+def redacted(code: str) -> str:
+    """What logs may show of a code: its first two characters."""
+    return code[:2] + "…"
+
+
+def claim_ttl(raw: object) -> int | None:
+    """``ttl_seconds``: default 300, 1..600; None when not a usable integer."""
+    if raw is None:
+        return CLAIM_TTL
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    ttl = int(raw)
+    if ttl < 1:
+        return None
+    return min(ttl, MAX_CLAIM_TTL)
+
+
+# --- instance tokens ------------------------------------------------------------------------
+# HMAC-SHA256 (key RELAY_TOKEN_SECRET) over ``{instance_id, iat, exp}``. Wire form (as the
+# original): base64url-no-padding of ``"<json>.<signature>"`` where the signature is
+# base64url-no-padding of the HMAC over the JSON text. Opaque to clients.
+
+TOKEN_TTL = 7 * 24 * 3600
+MAX_TOKEN_LEN = 2048
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, payload: bytes) -> bytes:
+    return hmac.new(secret.encode(), payload, hashlib.sha256).digest()
+
+
+def sign_token(secret: str, instance_id: str, now: float, ttl: int = TOKEN_TTL) -> str:
+    iat = int(now)
+    payload = json.dumps(
+        {"instance_id": instance_id, "iat": iat, "exp": iat + ttl}, separators=(",", ":")
+    ).encode()
+    return _b64e(payload + b"." + _b64e(_mac(secret, payload)).encode())
+
+
+def verify_token(secret: str, token: object, now: float) -> str | None:
+    """The token's instance_id when the signature is valid and it has not expired."""
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LEN:
+        return None
+    try:
+        raw = _b64d(token)
+    except (binascii.Error, ValueError):
+        return None
+    payload, dot, sig = raw.rpartition(b".")
+    if not dot:
+        return None
+    if not hmac.compare_digest(_b64e(_mac(secret, payload)).encode(), sig):
+        return None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(claims, dict):
+        return None
+    iid, exp = claims.get("instance_id"), claims.get("exp")
+    if not isinstance(iid, str) or not isinstance(exp, int) or isinstance(exp, bool):
+        return None
+    if exp <= now:
+        return None
+    return iid
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

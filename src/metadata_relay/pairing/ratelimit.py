@@ -1,31 +1,65 @@
-"""Rate limits (sans-I/O: every check takes ``now``): per-key sliding window, a global
-failure budget with cool-down, and a per-session token bucket."""
+"""Rate limits. Per-key windows (per client IP, per network prefix, per instance) are counted
+by a :class:`Counter`: :class:`LocalCounter` in one process, :class:`RedisCounter` shared by
+every replica; which one runs is decided by the backend factory (``component.py``).
+Per-socket buckets and open-socket counts are always local (a socket lives in one process).
+Every check takes ``now``.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict, deque
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from metadata_relay.observability import get_logger
+
+log = get_logger("metadata_relay.pairing.ratelimit")
 
 
-class SlidingWindow:
-    """At most ``limit`` events per ``window`` seconds per key (sliding-window log).
+@dataclass(frozen=True)
+class Rule:
+    """At most ``limit`` events per ``window`` seconds per key; ``name`` labels metrics and
+    keeps rules apart in a shared counter."""
 
-    Memory is bounded: at most ``max_keys`` keys are tracked (least recently used dropped).
-    """
+    name: str
+    limit: int
+    window: float = 60.0
 
-    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
-        self.limit = limit
+
+def network(ip: str) -> str:
+    """The network prefix guesses are also counted by: /24 for IPv4, /48 for IPv6 (an
+    IPv4-mapped IPv6 address counts as its IPv4 address)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    bits = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+
+def retry_after_header(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+class Window:
+    """Sliding-window log of events per key; memory bounded by ``max_keys`` (least recently
+    used keys are dropped)."""
+
+    def __init__(self, window: float, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
         self._log: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def check(self, key: str, now: float) -> float:
-        """Record an event; 0.0 if allowed, else seconds until one is allowed again."""
+    def _events(self, key: str, now: float, create: bool) -> deque[float] | None:
         q = self._log.get(key)
         if q is None:
-            q = deque()
-            self._log[key] = q
+            if not create:
+                return None
+            q = self._log[key] = deque()
             if len(self._log) > self.max_keys:
                 self._log.popitem(last=False)
         else:
@@ -33,10 +67,20 @@ class SlidingWindow:
         horizon = now - self.window
         while q and q[0] <= horizon:
             q.popleft()
-        if len(q) >= self.limit:
-            return max(q[0] + self.window - now, 0.001)
+        return q
+
+    def over(self, key: str, limit: int, now: float) -> float:
+        """0.0 when fewer than ``limit`` events are in the window, else seconds until one
+        leaves it."""
+        q = self._events(key, now, create=False)
+        if q is None or len(q) < limit:
+            return 0.0
+        return max(q[-limit] + self.window - now, 0.001)
+
+    def add(self, key: str, now: float) -> None:
+        q = self._events(key, now, create=True)
+        assert q is not None
         q.append(now)
-        return 0.0
 
     def prune(self, now: float) -> None:
         horizon = now - self.window
@@ -47,82 +91,88 @@ class SlidingWindow:
         return len(self._log)
 
 
-class FailureBudget:
-    """Global budget of failed claim redemptions (all IPs together).
+class Counter(Protocol):
+    async def over(self, rule: Rule, key: str, now: float) -> float:
+        """0.0 when ``key`` is under ``rule``'s limit, else seconds to wait."""
+        ...
 
-    More than ``limit`` failures within ``window`` seconds starts a cool-down of ``cooldown``
-    seconds during which every redemption attempt is refused; afterwards the budget is fresh.
+    async def add(self, rule: Rule, key: str, now: float) -> None: ...
+
+    def prune(self, now: float) -> None: ...
+
+
+class LocalCounter:
+    """Counts in this process (one replica)."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, Window] = {}
+
+    def _window(self, rule: Rule) -> Window:
+        w = self._windows.get(rule.name)
+        if w is None:
+            w = self._windows[rule.name] = Window(rule.window)
+        return w
+
+    async def over(self, rule: Rule, key: str, now: float) -> float:
+        return self._window(rule).over(key, rule.limit, now)
+
+    async def add(self, rule: Rule, key: str, now: float) -> None:
+        self._window(rule).add(key, now)
+
+    def prune(self, now: float) -> None:
+        for w in self._windows.values():
+            w.prune(now)
+
+
+class RedisCounter:
+    """Counts shared by every replica: one Redis counter per key and fixed window
+    (``pairing:rl:<rule>:<key>:<window number>``), read as the current window plus the
+    previous one weighted by how much of it still overlaps the sliding window.
+
+    ``now`` must be wall-clock time (shared by replicas). When Redis fails the replica's own
+    :class:`LocalCounter`, which sees every event too, answers.
     """
 
-    def __init__(self, limit: int, window: float, cooldown: float) -> None:
-        self.limit = limit
-        self.window = window
-        self.cooldown = cooldown
-        self._failures: deque[float] = deque()
-        self.blocked_until = 0.0
-        self.trips = 0
-
-    def blocked(self, now: float) -> float:
-        """Seconds left in the cool-down (0.0 when redemptions are allowed)."""
-        return max(self.blocked_until - now, 0.0)
-
-    def failure(self, now: float) -> None:
-        horizon = now - self.window
-        q = self._failures
-        while q and q[0] <= horizon:
-            q.popleft()
-        q.append(now)
-        if len(q) > self.limit:
-            self.blocked_until = now + self.cooldown
-            self.trips += 1
-            q.clear()
-
-
-class SharedFailureBudget:
-    """The failure budget shared by every replica through Redis (``pairing:budget:<window
-    number>`` counters, this window plus the previous one compared with the limit, so it is
-    conservative; ``pairing:budget:cooldown`` exists while tripped).
-
-    Any Redis error falls back to the replica's own :class:`FailureBudget`.
-    """
-
-    COOLDOWN_KEY = "pairing:budget:cooldown"
-
-    def __init__(self, redis: Any, local: FailureBudget) -> None:
+    def __init__(self, redis: Any, errors: tuple[type[BaseException], ...]) -> None:
         self.redis = redis
-        self.local = local
+        self.errors = errors
+        self.local = LocalCounter()
 
-    async def blocked(self, now: float) -> float:
-        local = self.local.blocked(now)
+    def _key(self, rule: Rule, key: str, slot: int) -> str:
+        return f"pairing:rl:{rule.name}:{key}:{slot}"
+
+    async def over(self, rule: Rule, key: str, now: float) -> float:
+        local = await self.local.over(rule, key, now)
         if local:
             return local
+        slot, into = divmod(now, rule.window)
         try:
-            ms = int(await self.redis.pttl(self.COOLDOWN_KEY))
-        except Exception:
+            cur, prev = await self.redis.mget(self._key(rule, key, int(slot)),
+                                              self._key(rule, key, int(slot) - 1))
+        except self.errors:
             return 0.0
-        return ms / 1000.0 if ms > 0 else 0.0
+        weight = 1.0 - into / rule.window
+        if int(cur or 0) + int(prev or 0) * weight < rule.limit:
+            return 0.0
+        return max(rule.window - into, 0.001)
 
-    async def failure(self, now: float) -> None:
-        """``now`` is wall-clock time (shared by replicas)."""
-        self.local.failure(now)
-        window = self.local.window
-        slot = int(now // window)
-        key = f"pairing:budget:{slot}"
+    async def add(self, rule: Rule, key: str, now: float) -> None:
+        await self.local.add(rule, key, now)
+        name = self._key(rule, key, int(now // rule.window))
         try:
-            n = int(await self.redis.incr(key))
-            if n == 1:
-                await self.redis.expire(key, int(window * 2) + 1)
-            # the previous window counts too: never split a burst at a window boundary
-            n += int(await self.redis.get(f"pairing:budget:{slot - 1}") or 0)
-            if n > self.local.limit:
-                await self.redis.set(self.COOLDOWN_KEY, "1",
-                                     px=int(self.local.cooldown * 1000), nx=True)
-        except Exception:
-            return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, int(rule.window * 2) + 1)
+                await pipe.execute()
+        except self.errors as exc:
+            log.warning("redis_rate_count_failed", error=type(exc).__name__)
+
+    def prune(self, now: float) -> None:
+        self.local.prune(now)
 
 
 class TokenBucket:
-    """``rate`` events/s with bursts of ``burst``."""
+    """``rate`` events/s with bursts of ``burst`` (one socket's own limit)."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
@@ -141,6 +191,30 @@ class TokenBucket:
         self.tokens = tokens - 1.0
         return True
 
+    def wait(self) -> float:
+        """Seconds until the next event would be allowed."""
+        return max(1.0 - self.tokens, 0.0) / self.rate if self.rate > 0 else math.inf
 
-def retry_after_header(seconds: float) -> int:
-    return max(1, math.ceil(seconds))
+
+class SocketCounts:
+    """Open sockets per (kind, client IP) in this process, capped per kind."""
+
+    def __init__(self, caps: dict[str, int]) -> None:
+        self.caps = caps
+        self._open: dict[tuple[str, str], int] = {}
+
+    def open(self, kind: str, ip: str) -> bool:
+        key = (kind, ip)
+        n = self._open.get(key, 0)
+        if n >= self.caps[kind]:
+            return False
+        self._open[key] = n + 1
+        return True
+
+    def close(self, kind: str, ip: str) -> None:
+        key = (kind, ip)
+        n = self._open.get(key, 0) - 1
+        if n > 0:
+            self._open[key] = n
+        else:
+            self._open.pop(key, None)

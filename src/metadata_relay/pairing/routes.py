@@ -1,8 +1,8 @@
-"""Pairing REST API (``/relay/...``) and the two WebSocket endpoints."""
+"""Pairing REST API (``/relay/...``) and the two WebSocket endpoints, built around the
+service they are given."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -10,20 +10,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from metadata_relay.http.bodies import InvalidJson, read_json_object
-from metadata_relay.http.edge import client_ip
-from metadata_relay.pairing import claims, protocol, tokens
-from metadata_relay.pairing.client_socket import client_socket
-from metadata_relay.pairing.instance_socket import instance_socket
+from metadata_relay.observability import get_logger
+from metadata_relay.pairing import protocol
 from metadata_relay.pairing.ratelimit import retry_after_header
-from metadata_relay.pairing.service import Conflict, PairingService
+from metadata_relay.pairing.service import Limited, PairingService
+from metadata_relay.pairing.sockets import ClientSocket, InstanceSocket, SocketEndpoint
 from metadata_relay.pairing.store import iso
 
+log = get_logger("metadata_relay.pairing.routes")
+
 MAX_BODY = 16 * 1024
-
-
-def _svc(request: Request) -> PairingService:
-    svc: PairingService = request.app.state.runtime.components["pairing"].service
-    return svc
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
@@ -58,145 +54,144 @@ async def _json_body(request: Request, *, optional: bool = False) -> dict[str, A
         return None
 
 
-def _ip(request: Request, svc: PairingService) -> str:
-    return client_ip(request.scope, svc.settings.TRUSTED_PROXIES)
+def _urls(data: dict[str, Any]) -> list[str] | None:
+    """``direct_urls`` repaired (None when absent); what was dropped is logged, not sent
+    back as an error (real installs send messy lists)."""
+    if data.get("direct_urls") is None:
+        return None
+    urls, dropped = protocol.direct_urls(data["direct_urls"])
+    if dropped:
+        log.info("direct_urls_dropped", dropped=dropped, kept=len(urls))
+    return urls
 
 
-def _authorized(request: Request, svc: PairingService) -> str | None:
-    token = tokens.bearer(request.headers.get("authorization"))
-    return svc.token_instance(token) if token else None
+def routes(svc: PairingService) -> list[BaseRoute]:
+    """Every pairing route, answering from ``svc``."""
 
+    def authorized(request: Request) -> str | None:
+        token = protocol.bearer(request.headers.get("authorization"))
+        return svc.token_instance(token) if token else None
 
-async def register_instance(request: Request) -> Response:
-    svc = _svc(request)
-    ip = _ip(request, svc)
-    wait = svc.register_gate(ip)
-    if wait:
-        return _rate_limited(wait)
-    data = await _json_body(request)
-    if data is None:
-        return _invalid("Request body must be a JSON object")
-    iid = protocol.instance_id(data.get("instance_id"))
-    if iid is None:
-        return _invalid("instance_id: must be 1-255 printable characters")
-    key = protocol.public_key(data.get("public_key"))
-    if key is None:
-        return _invalid("public_key must be a valid base64-encoded 32-byte key")
-    urls = protocol.direct_urls(data.get("direct_urls"), missing=[])
-    if urls is None:
-        return _invalid("direct_urls: must be a list of at most 16 http(s) URLs")
-    token = tokens.bearer(request.headers.get("authorization")) or data.get("token")
-    try:
-        await svc.register(iid, key, urls, ip, token, online=False)
-    except Conflict:
-        return _error(409, "conflict",
-                      "instance_id is registered with another key; present its token")
-    return JSONResponse({"instance_id": iid, "token": svc.issue_token(iid)})
+    async def register_instance(request: Request) -> Response:
+        ip = svc.client_ip(request.scope)
+        wait = await svc.gate(svc.register_rule, ip)
+        if wait:
+            return _rate_limited(wait)
+        data = await _json_body(request)
+        if data is None:
+            return _invalid("Request body must be a JSON object")
+        iid = protocol.instance_id(data.get("instance_id"))
+        if iid is None:
+            return _invalid("instance_id: must be 1-255 printable characters")
+        key = protocol.public_key(data.get("public_key"))
+        if key is None:
+            return _invalid("public_key must be a valid base64-encoded 32-byte key")
+        token = protocol.bearer(request.headers.get("authorization")) or data.get("token")
+        issued = await svc.register_rest(iid, key, _urls(data) or [], ip, token)
+        if issued is None:
+            return _error(409, "conflict",
+                          "instance_id is already registered; present its token")
+        return JSONResponse({"instance_id": iid, "token": issued})
 
+    async def owner_body(request: Request) -> tuple[str, dict[str, Any]] | Response:
+        """The path's instance id and the (optional) JSON body, for that instance's token."""
+        iid = request.path_params["instance_id"]
+        if authorized(request) != iid:
+            return _unauthorized()
+        data = await _json_body(request, optional=True)
+        if data is None:
+            return _invalid("Request body must be a JSON object")
+        return iid, data
 
-async def heartbeat(request: Request) -> Response:
-    svc = _svc(request)
-    iid = request.path_params["instance_id"]
-    if _authorized(request, svc) != iid:
-        return _unauthorized()
-    data = await _json_body(request, optional=True)
-    if data is None:
-        return _invalid("Request body must be a JSON object")
-    urls = protocol.direct_urls(data.get("direct_urls"), missing=None)
-    if "direct_urls" in data and data["direct_urls"] is not None and urls is None:
-        return _invalid("direct_urls: must be a list of at most 16 http(s) URLs")
-    if await svc.directory.get_instance(iid) is None:
-        return _not_found()
-    ts = await svc.directory.seen(iid, time.time(), direct_urls=urls, public_ip=_ip(request, svc))
-    return JSONResponse({"status": "ok", "last_seen_at": ts})
+    async def heartbeat(request: Request) -> Response:
+        owned = await owner_body(request)
+        if isinstance(owned, Response):
+            return owned
+        iid, data = owned
+        if await svc.store.get_instance(iid) is None:
+            return _not_found()
+        ts = await svc.update_urls(iid, _urls(data), svc.client_ip(request.scope))
+        return JSONResponse({"status": "ok", "last_seen_at": ts})
 
+    async def create_claim(request: Request) -> Response:
+        owned = await owner_body(request)
+        if isinstance(owned, Response):
+            return owned
+        iid, data = owned
+        user = protocol.user_id(data.get("user_id"))
+        if user is None:
+            return _invalid("user_id: can't be blank")
+        ttl = protocol.claim_ttl(data.get("ttl_seconds"))
+        if ttl is None:
+            return _invalid("ttl_seconds: must be a positive integer (at most 600)")
+        claim = await svc.create_claim(iid, user, ttl)
+        if isinstance(claim, Limited):
+            return _rate_limited(claim.wait)
+        if claim is None:
+            return _not_found()
+        return JSONResponse({"code": claim.code, "expires_at": iso(claim.expires_at)})
 
-async def create_claim(request: Request) -> Response:
-    svc = _svc(request)
-    iid = request.path_params["instance_id"]
-    if _authorized(request, svc) != iid:
-        return _unauthorized()
-    data = await _json_body(request, optional=True)
-    if data is None:
-        return _invalid("Request body must be a JSON object")
-    user = protocol.user_id(data.get("user_id"))
-    if user is None:
-        return _invalid("user_id: can't be blank")
-    ttl = claims.clamp_ttl(data.get("ttl_seconds"))
-    if ttl is None:
-        return _invalid("ttl_seconds: must be a positive integer (at most 600)")
-    claim = await svc.create_claim(iid, user, ttl)
-    if claim is None:
-        return _not_found()
-    return JSONResponse({"code": claim.code, "expires_at": iso(claim.expires_at)})
+    async def consume_claim(request: Request) -> Response:
+        iid = authorized(request)
+        if iid is None:
+            return _unauthorized()
+        data = await _json_body(request)
+        if data is None:
+            return _invalid("Request body must be a JSON object")
+        claim_id, device_id = data.get("claim_id"), data.get("device_id")
+        if not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64:
+            return _invalid("claim_id: can't be blank")
+        if device_id is not None and (not isinstance(device_id, str) or len(device_id) > 255):
+            return _invalid("device_id: must be a string")
+        result = await svc.consume_id(iid, claim_id, device_id)
+        if result is None:
+            return _not_found()
+        if result is False:
+            return _unauthorized()
+        return JSONResponse({"status": "consumed"})
 
+    async def redeem_claim(request: Request) -> Response:
+        found = await svc.redeem(svc.client_ip(request.scope), request.path_params["code"])
+        if isinstance(found, Limited):
+            return _rate_limited(found.wait)
+        if found is None:
+            return _error(400, "Validation error", "Invalid or expired claim code")
+        return JSONResponse({
+            "claim_id": found.claim.claim_id,
+            "instance_id": found.instance.instance_id,
+            "public_key": protocol.encode_key(found.instance.public_key),
+            "direct_urls": found.direct_urls,
+            "online": found.online or found.instance.online,
+            "user_id": found.claim.user_id,
+        })
 
-async def consume_claim(request: Request) -> Response:
-    svc = _svc(request)
-    iid = _authorized(request, svc)
-    if iid is None:
-        return _unauthorized()
-    data = await _json_body(request)
-    if data is None:
-        return _invalid("Request body must be a JSON object")
-    claim_id, device_id = data.get("claim_id"), data.get("device_id")
-    if not isinstance(claim_id, str) or not 0 < len(claim_id) <= 64:
-        return _invalid("claim_id: can't be blank")
-    if device_id is not None and (not isinstance(device_id, str) or len(device_id) > 255):
-        return _invalid("device_id: must be a string")
-    result = await svc.consume_id(iid, claim_id, device_id)
-    if result is None:
-        return _not_found()
-    if result is False:
-        return _unauthorized()
-    return JSONResponse({"status": "consumed"})
+    async def connect_info(request: Request) -> Response:
+        wait = await svc.gate(svc.connect_rule, svc.client_ip(request.scope))
+        if wait:
+            return _rate_limited(wait)
+        iid = request.path_params["instance_id"]
+        inst = await svc.store.get_instance(iid)
+        if inst is None:
+            return _not_found()
+        body: dict[str, Any] = {
+            "instance_id": inst.instance_id,
+            "direct_urls": inst.direct_urls,
+            "online": inst.online or await svc.hub.instance_online(iid),
+            "last_seen_at": inst.last_seen_at,
+        }
+        # No client reads this route; the key goes only to the instance itself (its token).
+        if authorized(request) == iid:
+            body["public_key"] = protocol.encode_key(inst.public_key)
+        return JSONResponse(body)
 
-
-async def redeem_claim(request: Request) -> Response:
-    svc = _svc(request)
-    wait = await svc.redeem_gate(_ip(request, svc))
-    if wait:
-        return _rate_limited(wait)
-    found = await svc.redeem(request.path_params["code"])
-    if found is None:
-        return _error(400, "Validation error", "Invalid or expired claim code")
-    online = found.online or found.instance.online
-    return JSONResponse({
-        "claim_id": found.claim.claim_id,
-        "instance_id": found.instance.instance_id,
-        "public_key": protocol.encode_key(found.instance.public_key),
-        "direct_urls": found.direct_urls,
-        "online": online,
-        "user_id": found.claim.user_id,
-    })
-
-
-async def connect_info(request: Request) -> Response:
-    svc = _svc(request)
-    wait = svc.connect_gate(_ip(request, svc))
-    if wait:
-        return _rate_limited(wait)
-    inst = await svc.directory.get_instance(request.path_params["instance_id"])
-    if inst is None:
-        return _not_found()
-    online = inst.online or await svc.hub.instance_online(inst.instance_id)
-    return JSONResponse({
-        "instance_id": inst.instance_id,
-        "public_key": protocol.encode_key(inst.public_key),
-        "direct_urls": inst.direct_urls,
-        "online": online,
-        "last_seen_at": inst.last_seen_at,
-    })
-
-
-routes: list[BaseRoute] = [
-    Route("/relay/instances", register_instance, methods=["POST"]),
-    Route("/relay/instances/{instance_id}/heartbeat", heartbeat, methods=["PUT"]),
-    Route("/relay/instances/{instance_id}/claim", create_claim, methods=["POST"]),
-    # Declared before /relay/claim/{code}: the original's order made this unreachable.
-    Route("/relay/claim/consume", consume_claim, methods=["POST"]),
-    Route("/relay/claim/{code}", redeem_claim, methods=["POST"]),
-    Route("/relay/instances/{instance_id}/connect", connect_info, methods=["GET"]),
-    WebSocketRoute("/relay/tunnel/websocket", instance_socket),
-    WebSocketRoute("/relay/client/websocket", client_socket),
-]
+    return [
+        Route("/relay/instances", register_instance, methods=["POST"]),
+        Route("/relay/instances/{instance_id}/heartbeat", heartbeat, methods=["PUT"]),
+        Route("/relay/instances/{instance_id}/claim", create_claim, methods=["POST"]),
+        # Declared before /relay/claim/{code}: the original's order made this unreachable.
+        Route("/relay/claim/consume", consume_claim, methods=["POST"]),
+        Route("/relay/claim/{code}", redeem_claim, methods=["POST"]),
+        Route("/relay/instances/{instance_id}/connect", connect_info, methods=["GET"]),
+        WebSocketRoute("/relay/tunnel/websocket", SocketEndpoint(InstanceSocket, svc)),
+        WebSocketRoute("/relay/client/websocket", SocketEndpoint(ClientSocket, svc)),
+    ]

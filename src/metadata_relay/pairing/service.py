@@ -1,25 +1,31 @@
-"""Pairing operations shared by the REST routes and both sockets: registration with key/token
-check, claims (create, redeem with rate limits and failure budget, consume), enrichment."""
+"""Pairing operations shared by the REST routes and both sockets: instance identity
+(registration), claims (create, redeem under guess limits, consume), sessions (ICE servers,
+relaying through the hub), and the direct-URL enrichment of redemptions.
+
+Sockets and routes parse and answer; this module decides; the store keeps; the hub routes.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
+from starlette.types import Scope
 
 from metadata_relay.config import Settings
+from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import REGISTRY, get_logger
-from metadata_relay.pairing import claims, tokens
-from metadata_relay.pairing.directory import Directory
-from metadata_relay.pairing.hub import LocalHub
-from metadata_relay.pairing.ice import IceServers
+from metadata_relay.pairing import protocol
+from metadata_relay.pairing.clock import Clock
+from metadata_relay.pairing.hub import Delivery, InstancePeer, LocalHub
 from metadata_relay.pairing.limits import PairingLimits
-from metadata_relay.pairing.ratelimit import FailureBudget, SharedFailureBudget, SlidingWindow
-from metadata_relay.pairing.store import Claim, Instance
+from metadata_relay.pairing.ratelimit import Counter as RateCounter
+from metadata_relay.pairing.ratelimit import Rule, SocketCounts, network
+from metadata_relay.pairing.store import Claim, Instance, PairingStore
+from metadata_relay.turn.credentials import rest_credential
 
 log = get_logger("metadata_relay.pairing")
 
@@ -38,9 +44,21 @@ WS_FRAMES = Counter(
     ["kind", "outcome"], registry=REGISTRY,
 )
 
+SSLIP_DEFAULT_PORT = 4000  # mydia's default port, as the original relay used
 
-class Conflict(Exception):
-    """The instance id is registered with another key and no valid token was presented."""
+
+class Secrets(Protocol):
+    """Where the resolved secrets are read at start (``app.Runtime``)."""
+
+    token_secret: str
+    turn_secret: str
+
+
+@dataclass(frozen=True)
+class Limited:
+    """Refused by a rate limit: retry after ``wait`` seconds."""
+
+    wait: float
 
 
 @dataclass
@@ -51,8 +69,22 @@ class Redemption:
     direct_urls: list[str]
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What a socket's ``register`` asks for (fields already validated and repaired)."""
+
+    instance_id: str
+    public_key: bytes
+    direct_urls: list[str]
+    versions: dict[str, Any]
+    ip: str
+    token: object
+    proven: bool  # answered a 1.1 challenge for ``public_key``
+
+
 def enrich(urls: list[str], public_ip: str | None) -> list[str]:
-    """Stored URLs plus ``https://a-b-c-d.sslip.io:<port>`` for a public IPv4 address."""
+    """Stored URLs plus ``https://a-b-c-d.sslip.io:<port>`` for a public IPv4 address; the
+    port of the first stored URL that names one, else 4000."""
     out = list(urls)
     if not public_ip:
         return out
@@ -62,123 +94,249 @@ def enrich(urls: list[str], public_ip: str | None) -> list[str]:
         return out
     if ip.version != 4 or not ip.is_global:
         return out
-    port = 443
+    port = SSLIP_DEFAULT_PORT
     for url in urls:
         try:
-            parts = urlsplit(url)
-            port = parts.port or (80 if parts.scheme in ("http", "ws") else 443)
-            break
+            given = urlsplit(url).port
         except ValueError:
             continue
+        if given is not None:
+            port = given
+            break
     extra = f"https://{str(ip).replace('.', '-')}.sslip.io:{port}"
     if extra not in out:
         out.append(extra)
     return out
 
 
+class IceServers:
+    """``ice_servers`` lists from the TURN settings (resolved once): one TURN REST credential
+    per session, the integrated server's STUN, or an external ``TURN_URI``."""
+
+    FALLBACK_STUN = "stun:stun.l.google.com:19302"
+
+    def __init__(self, settings: Settings, turn_secret: str) -> None:
+        self._secret = turn_secret
+        self._ttl = settings.TURN_CREDENTIAL_TTL
+        host = settings.turn_public_ip
+        if ":" in host:
+            host = f"[{host}]"
+        local = f"{host}:{settings.TURN_PORT}"
+        self._stun: dict[str, Any] | None = (
+            {"urls": f"stun:{local}"} if settings.TURN_ENABLED else None
+        )
+        self._turn_urls: list[str] | None = None
+        if settings.TURN_URI:
+            uri = settings.TURN_URI
+            tcp = uri if "transport=" in uri else f"{uri}?transport=tcp"
+            self._turn_urls = [uri] if tcp == uri else [uri, tcp]
+            if self._stun is None:
+                scheme, _, rest = uri.partition(":")
+                hostport = rest.split("?", 1)[0]
+                self._stun = {"urls": f"stun:{hostport}"} if scheme == "turn" else None
+        elif settings.TURN_ENABLED:
+            self._turn_urls = [f"turn:{local}", f"turn:{local}?transport=tcp"]
+        else:
+            # No TURN anywhere: only a public STUN server (what mydia falls back to anyway).
+            self._stun = {"urls": self.FALLBACK_STUN}
+
+    def for_session(self, session_id: str, now: float) -> list[dict[str, Any]]:
+        servers: list[dict[str, Any]] = []
+        if self._turn_urls:
+            username, credential = rest_credential(self._secret, session_id, self._ttl, now)
+            servers.append(
+                {"urls": list(self._turn_urls), "username": username, "credential": credential}
+            )
+        if self._stun:
+            servers.append(dict(self._stun))
+        return servers
+
+
 class PairingService:
-    def __init__(self, settings: Settings, token_secret: str, turn_secret: str,
-                 directory: Directory, hub: LocalHub, limits: PairingLimits) -> None:
+    def __init__(self, settings: Settings, secrets: Secrets, store: PairingStore,
+                 hub: LocalHub, counter: RateCounter, limits: PairingLimits,
+                 clock: Clock) -> None:
         self.settings = settings
-        self.token_secret = token_secret
-        self.directory = directory
+        self.secrets = secrets
+        self.store = store
         self.hub = hub
+        self.counter = counter
         self.limits = limits
-        self.ice = IceServers(settings, turn_secret)
-        self.register_limit = SlidingWindow(limits.register_per_min, 60.0)
-        self.redeem_limit = SlidingWindow(limits.redeem_per_min, 60.0)
-        self.connect_limit = SlidingWindow(limits.connect_per_min, 60.0)
-        self.budget = FailureBudget(limits.failure_budget, limits.failure_window,
-                                    limits.failure_cooldown)
-        self.shared_budget: SharedFailureBudget | None = None
+        self.clock = clock
+        self.token_secret = ""
+        self.ice: IceServers | None = None
+        self.sockets = SocketCounts({"instance": limits.instance_sockets_per_ip,
+                                     "client": limits.client_sockets_per_ip})
+        self.register_rule = Rule("register_ip", limits.register_per_min)
+        self.connect_rule = Rule("connect_ip", limits.connect_per_min)
+        self.claim_rule = Rule("claims_instance", limits.claims_per_min)
+        self.guess_ip = Rule("guess_ip", limits.guesses_per_ip)
+        self.guess_net = Rule("guess_net", limits.guesses_per_prefix)
+        self.redeem_rule = Rule("redeem_ip", limits.redemptions_per_ip)
         self.counters: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Read the secrets resolved at start-up (before the first request)."""
+        self.token_secret = self.secrets.token_secret
+        self.ice = IceServers(self.settings, self.secrets.turn_secret)
 
     def count(self, event: str) -> None:
         self.counters[event] = self.counters.get(event, 0) + 1
         PAIRING_EVENTS.labels(event).inc()
 
+    def client_ip(self, scope: Scope) -> str:
+        return client_ip(scope, self.settings.TRUSTED_PROXIES)
+
+    async def gate(self, rule: Rule, key: str) -> float:
+        """Count one event for ``key`` under ``rule``; seconds to wait when over the limit."""
+        now = self.clock.time()
+        wait = await self.counter.over(rule, key, now)
+        if wait:
+            RATE_LIMITED.labels(rule.name).inc()
+            return wait
+        await self.counter.add(rule, key, now)
+        return 0.0
+
     # --- tokens ---------------------------------------------------------------------------
 
     def issue_token(self, instance_id: str) -> str:
-        return tokens.sign(self.token_secret, instance_id, time.time())
+        return protocol.sign_token(self.token_secret, instance_id, self.clock.time())
 
     def token_instance(self, token: object) -> str | None:
-        if not isinstance(token, str):
+        if token is None:
             return None
-        iid = tokens.verify(self.token_secret, token, time.time())
+        iid = protocol.verify_token(self.token_secret, token, self.clock.time())
         if iid is None:
             AUTH_FAILURES.labels("instance_token").inc()
         return iid
 
-    # --- registration ---------------------------------------------------------------------
+    # --- instance identity ----------------------------------------------------------------
 
-    async def register(self, instance_id: str, public_key: bytes, direct_urls: list[str],
-                       public_ip: str | None, token: object, online: bool,
-                       versions: dict[str, Any] | None = None) -> Instance:
-        existing = await self.directory.get_instance(instance_id)
-        if existing is not None and existing.public_key != public_key:
-            if token is None or self.token_instance(token) != instance_id:
-                AUTH_FAILURES.labels("register_key_mismatch").inc()
-                raise Conflict(instance_id)
-        inst = Instance(instance_id, public_key, direct_urls, public_ip, None, online,
-                        versions if versions is not None else
-                        (existing.versions if existing else {}))
-        await self.directory.save_instance(inst, time.time())
+    async def register_rest(self, instance_id: str, public_key: bytes, direct_urls: list[str],
+                            ip: str, token: object) -> str | None:
+        """``POST /relay/instances``: a new id, or an existing id with that id's token (a
+        public key is public: knowing it never yields a token). The token, or None."""
+        existing = await self.store.get_instance(instance_id)
+        if existing is None:
+            inst = Instance(instance_id, public_key, direct_urls, ip, None, False)
+        elif self.token_instance(token) == instance_id:
+            inst = Instance(instance_id, public_key, direct_urls, ip, None, existing.online,
+                            existing.versions, existing.proven)
+        else:
+            AUTH_FAILURES.labels("register_without_token").inc()
+            return None
+        await self.store.save_instance(inst, self.clock.time())
         self.count("register")
-        return inst
+        return self.issue_token(instance_id)
+
+    async def register_socket(self, reg: Registration, peer: InstancePeer) -> str | None:
+        """A socket's ``register``: None when ``peer`` now serves the instance, else why not
+        (``unauthorized``, ``proof_required``, ``in_use``).
+
+        * a known id keeps its key unless its token is presented;
+        * an id that once proved possession of its key must prove it again (1.1);
+        * without proof or token, a socket that is alive at the application level (it
+          keeps sending frames: mydia pings every 30 s) is never displaced from another
+          address; from the same address, or once it is silent for the alive window, it is.
+        """
+        iid = reg.instance_id
+        existing = await self.store.get_instance(iid)
+        token_ok = reg.token is not None and self.token_instance(reg.token) == iid
+        if existing is not None:
+            if existing.public_key != reg.public_key and not token_ok:
+                AUTH_FAILURES.labels("register_key_mismatch").inc()
+                return "unauthorized"
+            if existing.proven and not reg.proven:
+                AUTH_FAILURES.labels("register_unproven").inc()
+                return "proof_required"
+        if not (reg.proven or token_ok):
+            incumbent = await self.hub.incumbent(iid, self.clock.monotonic())
+            if incumbent is not None and incumbent.alive and incumbent.ip != reg.ip:
+                AUTH_FAILURES.labels("register_in_use").inc()
+                return "in_use"
+        proven = reg.proven or (existing is not None and existing.proven)
+        inst = Instance(iid, reg.public_key, reg.direct_urls, reg.ip, None, True, reg.versions,
+                        proven)
+        await self.store.save_instance(inst, self.clock.time())
+        await self.hub.attach_instance(iid, peer)
+        self.count("register_proven" if reg.proven else "register")
+        return None
+
+    async def instance_closed(self, instance_id: str, peer: InstancePeer,
+                              replaced: bool) -> None:
+        """A registered socket closed: the instance is offline unless a newer socket took
+        over."""
+        current = await self.hub.detach_instance(instance_id, peer)
+        if current and not replaced:
+            await self.store.set_offline(instance_id)
+            log.info("instance_offline", instance_id=instance_id)
+
+    async def heard(self, instance_id: str) -> None:
+        """An app-level ``ping`` from the instance's socket."""
+        self.count("heartbeat_recorded")
+        await self.hub.instance_alive(instance_id, self.clock.monotonic())
+        await self.store.seen(instance_id, self.clock.time())
+
+    async def update_urls(self, instance_id: str, urls: list[str] | None,
+                          public_ip: str | None = None) -> str:
+        """New direct URLs (None keeps them) from the instance's socket or REST heartbeat."""
+        return await self.store.seen(instance_id, self.clock.time(), direct_urls=urls,
+                                     public_ip=public_ip)
 
     # --- claims ---------------------------------------------------------------------------
 
-    async def create_claim(self, instance_id: str, user_id: str, ttl: int) -> Claim | None:
-        expires = time.time() + ttl
+    async def create_claim(self, instance_id: str, user_id: str,
+                           ttl: int) -> Claim | Limited | None:
+        wait = await self.gate(self.claim_rule, instance_id)
+        if wait:
+            return Limited(wait)
+        now = self.clock.time()
         for _ in range(8):
-            claim = await self.directory.create_claim(
-                instance_id, claims.generate_code(), user_id, expires)
+            claim = await self.store.create_claim(instance_id, protocol.new_code(), user_id,
+                                                  now + ttl, now)
             if claim is not None:
                 self.count("claim_created")
                 log.info("claim_created", instance_id=instance_id,
-                         code=claims.redacted(claim.code), ttl=ttl)
+                         code=protocol.redacted(claim.code), ttl=ttl)
                 return claim
-            if await self.directory.get_instance(instance_id) is None:
+            if await self.store.get_instance(instance_id) is None:
                 return None
         return None
 
-    async def redeem_gate(self, ip: str) -> float:
-        """Seconds to wait before this IP may attempt a redemption (0.0 = go ahead)."""
-        wait = self.redeem_limit.check(ip, time.monotonic())
-        if wait:
-            RATE_LIMITED.labels("redeem_ip").inc()
-            return wait
-        if self.shared_budget is not None:
-            wait = await self.shared_budget.blocked(time.time())
-        else:
-            wait = self.budget.blocked(time.time())
-        if wait:
-            RATE_LIMITED.labels("redeem_budget").inc()
-        return wait
+    async def redeem(self, ip: str, raw_code: object) -> Redemption | Limited | None:
+        """Look a code up without consuming it; None for unknown, expired and consumed alike.
 
-    async def redeem(self, raw_code: object) -> Redemption | None:
-        """Look a code up (does not consume); None for unknown, expired and consumed alike."""
-        code = claims.normalise(raw_code)
-        claim = await self.directory.claim_by_code(code) if code else None
+        Refused (429) while this address or its network prefix has used its failed guesses,
+        or the address its valid redemptions. A failed guess counts against both guess
+        limits; a valid code only against the separate, generous redemption limit.
+        """
+        now = self.clock.time()
+        net = network(ip)
+        counter = self.counter
+        for rule, key in ((self.guess_ip, ip), (self.guess_net, net), (self.redeem_rule, ip)):
+            wait = await counter.over(rule, key, now)
+            if wait:
+                RATE_LIMITED.labels(rule.name).inc()
+                return Limited(wait)
+        code = protocol.normalise_code(raw_code)
+        claim = await self.store.claim_by_code(code) if code else None
         inst = None
-        if claim is not None and claim.redeemable(time.time()):
-            inst = await self.directory.get_instance(claim.instance_id)
+        if claim is not None and claim.redeemable(now):
+            inst = await self.store.get_instance(claim.instance_id)
         if claim is None or inst is None:
-            if self.shared_budget is not None:
-                await self.shared_budget.failure(time.time())
-            else:
-                self.budget.failure(time.time())
+            await counter.add(self.guess_ip, ip, now)
+            await counter.add(self.guess_net, net, now)
             AUTH_FAILURES.labels("claim_code").inc()
             self.count("redeem_failed")
             return None
+        await counter.add(self.redeem_rule, ip, now)
         self.count("redeemed")
         online = await self.hub.instance_online(inst.instance_id)
         return Redemption(claim, inst, online, enrich(inst.direct_urls, inst.public_ip))
 
     async def consume_code(self, instance_id: str, raw_code: object) -> bool:
-        code = claims.normalise(raw_code)
-        claim = await self.directory.claim_by_code(code) if code else None
+        code = protocol.normalise_code(raw_code)
+        claim = await self.store.claim_by_code(code) if code else None
         if claim is None or claim.instance_id != instance_id:
             return False
         return await self._consume(claim, None)
@@ -186,7 +344,7 @@ class PairingService:
     async def consume_id(self, instance_id: str, claim_id: str,
                          device_id: str | None) -> bool | None:
         """True consumed; False not this instance's claim; None unknown or already used."""
-        claim = await self.directory.claim_by_id(claim_id)
+        claim = await self.store.claim_by_id(claim_id)
         if claim is None or claim.consumed_at is not None:
             return None
         if claim.instance_id != instance_id:
@@ -195,24 +353,23 @@ class PairingService:
         return True if await self._consume(claim, device_id) else None
 
     async def _consume(self, claim: Claim, device_id: str | None) -> bool:
-        ok = await self.directory.consume(claim, device_id, time.time())
+        ok = await self.store.consume(claim, device_id, self.clock.time())
         if ok:
             self.count("claim_consumed")
         return ok
 
-    def connect_gate(self, ip: str) -> float:
-        wait = self.connect_limit.check(ip, time.monotonic())
-        if wait:
-            RATE_LIMITED.labels("connect_ip").inc()
-        return wait
+    # --- sessions -------------------------------------------------------------------------
 
-    def register_gate(self, ip: str) -> float:
-        wait = self.register_limit.check(ip, time.monotonic())
-        if wait:
-            RATE_LIMITED.labels("register_ip").inc()
-        return wait
+    def ice_servers(self, session_id: str) -> list[dict[str, Any]]:
+        """TURN credentials for a session that has just connected to an online instance."""
+        assert self.ice is not None, "PairingService.start() not called"
+        return self.ice.for_session(session_id, self.clock.time())
+
+    def to_session(self, instance_id: str, session_id: str, frame: str) -> Delivery:
+        return self.hub.to_session(session_id, instance_id, frame)
+
+    def to_instance(self, instance_id: str, frame: str) -> Delivery:
+        return self.hub.to_instance(instance_id, frame)
 
     def prune(self) -> None:
-        now = time.monotonic()
-        for limiter in (self.register_limit, self.redeem_limit, self.connect_limit):
-            limiter.prune(now)
+        self.counter.prune(self.clock.time())

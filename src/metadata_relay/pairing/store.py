@@ -1,14 +1,27 @@
-"""SQLite queries of the pairing relay (tables relay_instances and relay_claims)."""
+"""Where instance records and claims live.
+
+:class:`PairingStore` holds every SQL statement (tables ``relay_instances`` and
+``relay_claims``); each call is one committed statement. :class:`SharedStore` (scale-out) puts
+the records every replica must see in Redis too (``pairing:inst:<id>``,
+``pairing:claim:<code>``, ``pairing:claimid:<id>``; single use is one ``SET NX`` on
+``pairing:used:<claim id>``) and keeps the replica's durable copy in SQLite. Which one runs is
+decided by the backend factory (``component.py``).
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from metadata_relay.observability import get_logger
+from metadata_relay.pairing.protocol import MAX_CLAIM_TTL
 from metadata_relay.storage.sqlite import Database
+
+log = get_logger("metadata_relay.pairing.store")
 
 
 def iso(ts: float) -> str:
@@ -33,19 +46,22 @@ class Instance:
     last_seen_at: str | None
     online: bool
     versions: dict[str, Any] = field(default_factory=dict)
+    proven: bool = False  # proved possession of its key once: registers must prove it again
 
     def to_json(self) -> str:
         return json.dumps({
             "instance_id": self.instance_id, "public_key": self.public_key.hex(),
             "direct_urls": self.direct_urls, "public_ip": self.public_ip,
             "last_seen_at": self.last_seen_at, "versions": self.versions,
+            "proven": self.proven,
         }, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes, online: bool) -> Instance:
         d = json.loads(text)
         return cls(d["instance_id"], bytes.fromhex(d["public_key"]), list(d["direct_urls"]),
-                   d.get("public_ip"), d.get("last_seen_at"), online, d.get("versions") or {})
+                   d.get("public_ip"), d.get("last_seen_at"), online, d.get("versions") or {},
+                   bool(d.get("proven")))
 
 
 @dataclass
@@ -73,7 +89,7 @@ def _instance(row: Any) -> Instance:
         instance_id=row["instance_id"], public_key=bytes(row["public_key"]),
         direct_urls=list(json.loads(row["direct_urls"] or "[]")), public_ip=row["public_ip"],
         last_seen_at=row["last_seen_at"], online=bool(row["online"]),
-        versions=_versions(row["protocol_versions"]),
+        versions=_versions(row["protocol_versions"]), proven=bool(row["key_proven"]),
     )
 
 
@@ -97,10 +113,13 @@ _CLAIM_SELECT = (
     "SELECT c.id, c.code, i.instance_id AS iid, c.user_id, c.expires_at, c.consumed_at "
     "FROM relay_claims c JOIN relay_instances i ON i.id = c.instance_id "
 )
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
 class PairingStore:
-    """Every SQL statement of the pairing relay; each call is one committed statement."""
+    """SQLite only (one replica)."""
+
+    shared = False
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -108,49 +127,46 @@ class PairingStore:
     async def get_instance(self, instance_id: str) -> Instance | None:
         row = await self.db.fetchone(
             "SELECT instance_id, public_key, direct_urls, public_ip, last_seen_at, online, "
-            "protocol_versions "
-            "FROM relay_instances WHERE instance_id = ?", (instance_id,))
+            "protocol_versions, key_proven FROM relay_instances WHERE instance_id = ?",
+            (instance_id,))
         return _instance(row) if row else None
 
-    async def upsert_instance(self, inst: Instance, now: float) -> None:
+    async def save_instance(self, inst: Instance, now: float) -> None:
         ts = iso(now)
         await self.db.execute(
             "INSERT INTO relay_instances (instance_id, public_key, direct_urls, public_ip, "
-            "last_seen_at, online, protocol_versions) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "last_seen_at, online, protocol_versions, key_proven) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(instance_id) DO UPDATE SET public_key = excluded.public_key, "
             "direct_urls = excluded.direct_urls, "
             "public_ip = coalesce(excluded.public_ip, public_ip), "
             "last_seen_at = excluded.last_seen_at, online = excluded.online, "
-            "protocol_versions = excluded.protocol_versions, "
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            "protocol_versions = excluded.protocol_versions, key_proven = excluded.key_proven, "
+            f"updated_at = {_NOW}",
             (inst.instance_id, inst.public_key, json.dumps(inst.direct_urls), inst.public_ip,
-             ts, int(inst.online), json.dumps(inst.versions)),
+             ts, int(inst.online), json.dumps(inst.versions), int(inst.proven)),
         )
         inst.last_seen_at = ts
 
-    async def seen(self, instance_id: str, now: float, *, online: bool = True,
-                   direct_urls: list[str] | None = None, public_ip: str | None = None) -> str:
+    async def seen(self, instance_id: str, now: float, *, direct_urls: list[str] | None = None,
+                   public_ip: str | None = None) -> str:
+        """The instance was heard from: ``last_seen_at`` now, online (and new URLs)."""
         ts = iso(now)
         await self.db.execute(
-            "UPDATE relay_instances SET last_seen_at = ?, online = ?, "
+            "UPDATE relay_instances SET last_seen_at = ?, online = 1, "
             "direct_urls = coalesce(?, direct_urls), public_ip = coalesce(?, public_ip), "
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE instance_id = ?",
-            (ts, int(online), None if direct_urls is None else json.dumps(direct_urls),
-             public_ip, instance_id),
+            f"updated_at = {_NOW} WHERE instance_id = ?",
+            (ts, None if direct_urls is None else json.dumps(direct_urls), public_ip,
+             instance_id),
         )
         return ts
 
     async def set_offline(self, instance_id: str) -> None:
         await self.db.execute(
-            "UPDATE relay_instances SET online = 0, "
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE instance_id = ?",
+            f"UPDATE relay_instances SET online = 0, updated_at = {_NOW} WHERE instance_id = ?",
             (instance_id,))
 
-    async def all_offline(self) -> None:
-        await self.db.execute("UPDATE relay_instances SET online = 0 WHERE online = 1")
-
     async def create_claim(self, instance_id: str, code: str, user_id: str,
-                           expires_at: float) -> Claim | None:
+                           expires_at: float, now: float) -> Claim | None:
         """None when the code is taken (caller draws another) or the instance is unknown."""
         claim_id = str(uuid.uuid4())
         try:
@@ -158,10 +174,8 @@ class PairingStore:
                 "INSERT INTO relay_claims (id, code, instance_id, user_id, expires_at) "
                 "SELECT ?, ?, id, ?, ? FROM relay_instances WHERE instance_id = ?",
                 (claim_id, code, user_id, iso(expires_at), instance_id))
-        except Exception as exc:  # UNIQUE(code) collision: 1 in 2**40 per live claim
-            if "UNIQUE" in str(exc):
-                return None
-            raise
+        except sqlite3.IntegrityError:  # UNIQUE(code): 1 in 2**40 per live claim
+            return None
         if n != 1:
             return None
         return Claim(claim_id, code, instance_id, user_id, float(int(expires_at)), None)
@@ -174,16 +188,20 @@ class PairingStore:
         row = await self.db.fetchone(_CLAIM_SELECT + "WHERE c.id = ?", (claim_id,))
         return _claim(row) if row else None
 
-    async def consume(self, claim_id: str, instance_id: str, device_id: str | None,
-                      now: float) -> bool:
-        """Mark an unconsumed claim of ``instance_id`` consumed; False if none matched."""
+    async def consume(self, claim: Claim, device_id: str | None, now: float) -> bool:
+        """Mark an unconsumed claim of its instance consumed; False if none matched."""
         n = await self.db.execute(
             "UPDATE relay_claims SET consumed_at = ?, consumed_by_device_id = ?, "
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+            f"updated_at = {_NOW} "
             "WHERE id = ? AND consumed_at IS NULL AND instance_id = "
             "(SELECT id FROM relay_instances WHERE instance_id = ?)",
-            (iso(now), device_id, claim_id, instance_id))
+            (iso(now), device_id, claim.claim_id, claim.instance_id))
         return n == 1
+
+    # --- housekeeping (this replica's SQLite only) ----------------------------------------
+
+    async def all_offline(self) -> None:
+        await self.db.execute("UPDATE relay_instances SET online = 0 WHERE online = 1")
 
     async def delete_old_claims(self, now: float, retention: float) -> int:
         cutoff = iso(now - retention)
@@ -201,3 +219,109 @@ class PairingStore:
         for iid in gone:
             await self.set_offline(iid)
         return gone
+
+
+class SharedStore(PairingStore):
+    """SQLite plus Redis records shared by every replica. A Redis error is logged (its type
+    only) and the replica's SQLite answers."""
+
+    shared = True
+
+    def __init__(self, db: Database, redis: Any, errors: tuple[type[BaseException], ...],
+                 retention: float) -> None:
+        super().__init__(db)
+        self.redis = redis
+        self.errors = errors
+        self.retention = int(retention)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        log.warning(f"redis_{what}_failed", error=type(exc).__name__)
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        try:
+            raw = await self.redis.get(f"pairing:inst:{instance_id}")
+        except self.errors as exc:
+            self._failed("read", exc)
+        else:
+            if raw is not None:
+                return Instance.from_json(raw, online=False)
+        return await super().get_instance(instance_id)
+
+    async def save_instance(self, inst: Instance, now: float) -> None:
+        await super().save_instance(inst, now)
+        await self._put_instance(inst)
+
+    async def _put_instance(self, inst: Instance) -> None:
+        try:
+            await self.redis.set(f"pairing:inst:{inst.instance_id}", inst.to_json())
+        except self.errors as exc:
+            self._failed("write", exc)
+
+    async def seen(self, instance_id: str, now: float, *, direct_urls: list[str] | None = None,
+                   public_ip: str | None = None) -> str:
+        ts = await super().seen(instance_id, now, direct_urls=direct_urls, public_ip=public_ip)
+        inst = await self.get_instance(instance_id)
+        if inst is not None:
+            inst.last_seen_at = ts
+            if direct_urls is not None:
+                inst.direct_urls = direct_urls
+            if public_ip is not None:
+                inst.public_ip = public_ip
+            await self._put_instance(inst)
+        return ts
+
+    async def create_claim(self, instance_id: str, code: str, user_id: str,
+                           expires_at: float, now: float) -> Claim | None:
+        if await super().get_instance(instance_id) is None:
+            inst = await self.get_instance(instance_id)  # registered on another replica
+            if inst is None:
+                return None
+            await super().save_instance(inst, now)
+        claim = await super().create_claim(instance_id, code, user_id, expires_at, now)
+        if claim is None:
+            return None
+        ttl = max(int(expires_at - now), 1) + self.retention
+        try:
+            if not await self.redis.set(f"pairing:claim:{code}", claim.to_json(), ex=ttl,
+                                        nx=True):
+                return None  # the code is live on another replica: draw another
+            await self.redis.set(f"pairing:claimid:{claim.claim_id}", code, ex=ttl)
+        except self.errors as exc:
+            self._failed("write", exc)
+        return claim
+
+    async def claim_by_code(self, code: str) -> Claim | None:
+        try:
+            raw = await self.redis.get(f"pairing:claim:{code}")
+            if raw is not None:
+                claim = Claim.from_json(raw)
+                used = await self.redis.get(f"pairing:used:{claim.claim_id}")
+                if used is not None:
+                    claim.consumed_at = float(json.loads(used)["at"])
+                return claim
+        except self.errors as exc:
+            self._failed("read", exc)
+        return await super().claim_by_code(code)
+
+    async def claim_by_id(self, claim_id: str) -> Claim | None:
+        try:
+            code = await self.redis.get(f"pairing:claimid:{claim_id}")
+            if code is not None:
+                return await self.claim_by_code(code.decode())
+        except self.errors as exc:
+            self._failed("read", exc)
+        return await super().claim_by_id(claim_id)
+
+    async def consume(self, claim: Claim, device_id: str | None, now: float) -> bool:
+        try:
+            ok = await self.redis.set(
+                f"pairing:used:{claim.claim_id}",
+                json.dumps({"at": now, "device_id": device_id, "ts": iso(now)}),
+                ex=self.retention + MAX_CLAIM_TTL, nx=True)
+        except self.errors as exc:
+            self._failed("write", exc)
+            return await super().consume(claim, device_id, now)
+        if not ok:
+            return False
+        await super().consume(claim, device_id, now)  # local durable copy (may be absent)
+        return True

@@ -28,7 +28,7 @@ class RedisAdapter:
                 "REDIS_URL is set but the redis client is not installed: "
                 "install metadata-relay[redis]"
             ) from exc
-        self._errors: tuple[type[BaseException], ...] = (
+        self.errors: tuple[type[BaseException], ...] = (
             aioredis.RedisError, OSError, asyncio.TimeoutError,
         )
         self.client: Any = aioredis.from_url(
@@ -50,7 +50,7 @@ class RedisAdapter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(*self._errors):
+        with contextlib.suppress(*self.errors):
             await self.client.aclose()
 
     def health(self) -> str:
@@ -64,7 +64,7 @@ class RedisAdapter:
         try:
             await self.client.ping()
             self.healthy = True
-        except self._errors:
+        except self.errors:
             self.healthy = False
         if was != self.healthy:
             log.info("redis_state", healthy=self.healthy)
@@ -84,7 +84,7 @@ class RedisAdapter:
             return None
         try:
             value = await self.client.get(key)
-        except self._errors:
+        except self.errors:
             self._failed()
             return None
         return bytes(value) if value is not None else None
@@ -94,7 +94,7 @@ class RedisAdapter:
             return False
         try:
             await self.client.set(key, value, ex=ttl)
-        except self._errors:
+        except self.errors:
             self._failed()
             return False
         return True

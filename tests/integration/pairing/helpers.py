@@ -1,5 +1,6 @@
 """Drive the relay as mydia (instance) and the player (client) do: REST via aiohttp,
-sockets via the ``websockets`` client library."""
+sockets via the ``websockets`` client library, each from a client address of the test's
+choosing (``X-Forwarded-For`` from trusted loopback)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.doubles.clock import ManualClock
+
 _ip_counter = itertools.count(1)
 
 
 def fresh_ip() -> str:
-    """A distinct public client address (sent as X-Forwarded-For from trusted loopback)."""
+    """A distinct public client address, in a /24 of its own."""
     n = next(_ip_counter) + os.getpid() % 50 * 1000
-    return f"8.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+    return f"8.{(n >> 8) & 255}.{n & 255}.7"
 
 
 def new_key() -> str:
@@ -28,9 +31,15 @@ def new_key() -> str:
 
 
 class Relay:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: ManualClock | None = None) -> None:
         self.url = url
         self.ws_url = url.replace("http://", "ws://")
+        self._clock = clock
+
+    @property
+    def clock(self) -> ManualClock:
+        assert self._clock is not None, "this relay runs on the real clock"
+        return self._clock
 
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       data: bytes | None = None, token: str | None = None,
@@ -87,19 +96,33 @@ async def recv_type(ws: ClientConnection, kind: str, timeout: float = 5.0) -> di
             return msg
 
 
+async def closed(ws: ClientConnection, timeout: float = 5.0) -> int | None:
+    """Read until the relay closes the socket; its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed:
+        return ws.close_code
+
+
 async def roundtrip(ws: ClientConnection) -> None:
     """ping → pong: everything sent before has been processed by the relay."""
     await send(ws, {"type": "ping"})
     await recv_type(ws, "pong")
 
 
-async def register_ws(relay: Relay, instance_id: str, key: str, **extra: Any
-                      ) -> ClientConnection:
-    ws = await relay.instance()
-    await send(ws, {"type": "register", "instance_id": instance_id, "public_key": key,
-                    "direct_urls": ["https://192.168.1.10:4443"],
-                    "protocol_versions": {"relay_protocol": ["1.0"],
-                                          "encryption_protocol": ["1.0"]}, **extra})
+def register_frame(instance_id: str, key: str, **extra: Any) -> dict[str, Any]:
+    """What mydia (c4efb91) sends right after connecting."""
+    return {"type": "register", "instance_id": instance_id, "public_key": key,
+            "direct_urls": ["https://192.168.1.10:4443"],
+            "protocol_versions": {"relay_protocol": ["1.0"], "encryption_protocol": ["1.0"]},
+            **extra}
+
+
+async def register_ws(relay: Relay, instance_id: str, key: str, ip: str | None = None,
+                      **extra: Any) -> ClientConnection:
+    ws = await relay.instance(ip=ip)
+    await send(ws, register_frame(instance_id, key, **extra))
     msg = await recv(ws)
     assert msg == {"type": "registered", "relay_protocol": "1.0"}, msg
     return ws
@@ -110,3 +133,16 @@ async def create_claim(ws: ClientConnection, user: str = "user-1", ttl: int = 30
     await send(ws, {"type": "create_claim", "user_id": user, "ttl_seconds": ttl,
                     "request_id": request_id})
     return await recv_type(ws, "claim_created")
+
+
+async def pair_with_code(relay: Relay, code: str, ip: str) -> dict[str, Any]:
+    """What the player does with a typed code: REST lookup, then socket connect; the
+    ``connected`` answer (the socket is closed afterwards)."""
+    status, body, _ = await relay.request("POST", f"/relay/claim/{code}", ip=ip)
+    assert status == 200, (status, body)
+    player = await relay.client(ip=ip)
+    try:
+        await send(player, {"type": "connect", "claim_code": code})
+        return await recv(player)
+    finally:
+        await player.close()

@@ -1,4 +1,5 @@
-"""Every pairing limit of the contract, shown firing."""
+"""Every pairing limit of the contract, shown firing (claim-code guessing:
+test_redemption.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import websockets
 
 from tests.integration.pairing.helpers import (
     Relay,
+    closed,
     create_claim,
     fresh_ip,
     new_key,
@@ -39,27 +41,6 @@ async def test_register_limit_10_per_minute_per_ip(relay: Relay) -> None:
     assert await relay.register("rl-y", new_key())
 
 
-async def test_redeem_limit_5_per_minute_shared_by_rest_and_socket(relay: Relay) -> None:
-    inst = await register_ws(relay, "redeem-rl", new_key())
-    code = (await create_claim(inst))["code"]
-    ip = fresh_ip()
-    for _ in range(3):
-        status, _, _ = await relay.request("POST", f"/relay/claim/{code}", ip=ip)
-        assert status == 200
-    ws = await relay.client(ip=ip)
-    for _ in range(2):
-        await send(ws, {"type": "connect", "claim_code": "WRONG234"})
-        assert (await recv(ws))["message"] == "Invalid or expired claim code"
-    # sixth attempt from this address, valid code or not: refused on both paths
-    status, body, headers = await relay.request("POST", f"/relay/claim/{code}", ip=ip)
-    check_429(status, body, headers)
-    await send(ws, {"type": "connect", "claim_code": code})
-    err = await recv(ws)
-    assert err["type"] == "error" and err["code"] == "rate_limited" and err["retry_after"] >= 1
-    await ws.close()
-    await inst.close()
-
-
 async def test_connect_limit_30_per_minute_rest_and_socket(relay: Relay) -> None:
     inst = await register_ws(relay, "conn-rl", new_key())
     ip = fresh_ip()
@@ -75,26 +56,6 @@ async def test_connect_limit_30_per_minute_rest_and_socket(relay: Relay) -> None
     check_429(status, body, headers)
     await send(ws, {"type": "connect", "instance_id": "conn-rl"})
     assert (await recv_type(ws, "error"))["code"] == "rate_limited"
-    await ws.close()
-    await inst.close()
-
-
-async def test_global_failed_redemption_budget(relay: Relay) -> None:
-    inst = await register_ws(relay, "budget", new_key())
-    code = (await create_claim(inst))["code"]
-    # 101 failures, each from a different address (no per-IP limit involved)
-    for i in range(101):
-        status, body, _ = await relay.request("POST", f"/relay/claim/ZZZZ{i:04d}"[:19])
-        assert status in (400, 429)
-    # past the budget every redemption is refused for the cool-down, even a valid code
-    status, body, headers = await relay.request("POST", f"/relay/claim/{code}")
-    check_429(status, body, headers)
-    ws = await relay.client()
-    await send(ws, {"type": "connect", "claim_code": code})
-    assert (await recv(ws))["code"] == "rate_limited"
-    # connecting by instance id (already paired devices) is not affected
-    await send(ws, {"type": "connect", "instance_id": "budget"})
-    assert (await recv(ws))["type"] == "connected"
     await ws.close()
     await inst.close()
 
@@ -170,4 +131,114 @@ async def test_client_message_rate_limit_closes_1008(relay: Relay) -> None:
     while (await recv(inst))["type"] == "relay_message":
         relayed += 1
     assert 0 < relayed < sent
+    await inst.close()
+
+
+# --- instance sockets: per-socket rates (issue 13: one socket made 20,000 claims in 9 s) ------
+
+async def test_claim_creation_limited_per_instance(relay: Relay) -> None:
+    """10 claims a minute per instance, over its sockets and the REST route together; a
+    new socket does not reset it."""
+    key = new_key()
+    token = await relay.register("claimer", key)
+    inst = await register_ws(relay, "claimer", key, token=token)
+    for i in range(9):
+        await create_claim(inst, request_id=str(i))
+    status, _, _ = await relay.request("POST", "/relay/instances/claimer/claim", token=token,
+                                       json_body={"user_id": "u"})
+    assert status == 200  # the tenth
+    await send(inst, {"type": "create_claim", "user_id": "u", "request_id": "flood"})
+    err = await recv(inst)
+    assert err["code"] == "rate_limited" and err["request_id"] == "flood"
+    assert err["retry_after"] >= 1
+    status, body, headers = await relay.request(
+        "POST", "/relay/instances/claimer/claim", token=token, json_body={"user_id": "u"})
+    check_429(status, body, headers)
+    await inst.close()
+    again = await register_ws(relay, "claimer", key, token=token)
+    await send(again, {"type": "create_claim", "user_id": "u", "request_id": "x"})
+    assert (await recv(again))["code"] == "rate_limited"
+    for _ in range(2):  # a minute later (mydia pinging meanwhile)
+        await relay.clock.advance(30.5)
+        await roundtrip(again)
+    assert (await create_claim(again))["code"]
+    await again.close()
+
+
+async def test_ping_flood_costs_no_writes(relay: Relay) -> None:
+    """mydia pings every 30 s. Every ping gets its pong, but past a burst of 5 a socket's
+    pings are recorded (database, Redis) at most every 2 s."""
+    inst = await register_ws(relay, "pinger", new_key())
+    for _ in range(200):
+        await send(inst, {"type": "ping"})
+    assert [(await recv(inst))["type"] for _ in range(200)] == ["pong"] * 200
+    _, stats, _ = await relay.request("GET", "/stats")
+    assert stats["pairing"]["heartbeat_recorded"] == 5
+    await relay.clock.advance(2)  # 0.5 pings/s
+    await roundtrip(inst)
+    _, stats, _ = await relay.request("GET", "/stats")
+    assert stats["pairing"]["heartbeat_recorded"] == 6
+    await inst.close()
+
+
+async def test_update_urls_flood_limited(relay: Relay) -> None:
+    inst = await register_ws(relay, "urls", new_key())
+    for i in range(8):
+        await send(inst, {"type": "update_urls", "direct_urls": [f"https://10.0.0.{i}:4000"]})
+    errors = [await recv(inst) for _ in range(3)]
+    assert all(e["code"] == "rate_limited" for e in errors)
+    await relay.clock.advance(1)  # pings refill too; the URL bucket only after 10 s
+    await roundtrip(inst)
+    _, info, _ = await relay.request("GET", "/relay/instances/urls/connect")
+    assert info["direct_urls"] == ["https://10.0.0.4:4000"]  # the fifth, the last accepted
+    await relay.clock.advance(10)
+    await send(inst, {"type": "update_urls", "direct_urls": ["https://10.0.0.99:4000"]})
+    await roundtrip(inst)
+    _, info, _ = await relay.request("GET", "/relay/instances/urls/connect")
+    assert info["direct_urls"] == ["https://10.0.0.99:4000"]
+    await inst.close()
+
+
+# --- open sockets per client address -----------------------------------------------------
+
+async def test_open_sockets_capped_per_address(relay: Relay) -> None:
+    """10 instance sockets and 50 client sockets per address; the next handshake is refused
+    (403), other addresses are not affected, and closing one frees a slot."""
+    for opener, cap in ((relay.instance, 10), (relay.client, 50)):
+        ip = fresh_ip()
+        held = [await opener(ip=ip) for _ in range(cap)]
+        try:
+            await opener(ip=ip)
+            raise AssertionError("socket over the cap was accepted")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 403
+        other = await opener(ip=fresh_ip())
+        await roundtrip(other)
+        await other.close()
+        await held.pop().close()
+        await asyncio.sleep(0.05)
+        held.append(await opener(ip=ip))
+        for ws in held:
+            await ws.close()
+
+
+async def test_sockets_must_identify_within_30_s(relay: Relay) -> None:
+    """A socket that never registers (instance) or connects (client) is closed after 30 s,
+    pings or not; one that did stays for its heartbeat or idle time."""
+    idle_inst = await relay.instance()
+    idle_client = await relay.client()
+    inst = await register_ws(relay, "identified", new_key())
+    player = await relay.client()
+    await send(player, {"type": "connect", "instance_id": "identified"})
+    assert (await recv(player))["type"] == "connected"
+    for step in (15, 14):  # pinging does not help
+        await relay.clock.advance(step)
+        await roundtrip(idle_client)
+        await roundtrip(inst)
+    await relay.clock.advance(1)
+    assert await closed(idle_inst) == 1000
+    assert await closed(idle_client) == 1000
+    await roundtrip(player)
+    await roundtrip(inst)
+    await player.close()
     await inst.close()

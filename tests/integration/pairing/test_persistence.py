@@ -36,7 +36,8 @@ async def test_kill_9_keeps_instances_and_unexpired_claims(tmp_path: Path) -> No
     svc = start_service(tmp_path, env)
     try:
         relay = Relay(svc.url)
-        status, info, _ = await relay.request("GET", "/relay/instances/durable/connect")
+        status, info, _ = await relay.request("GET", "/relay/instances/durable/connect",
+                                              token=token)
         assert status == 200 and info["public_key"] == key
         assert info["direct_urls"] == ["https://192.168.1.10:4443"]  # from register
         assert info["online"] is False  # its socket died with the process

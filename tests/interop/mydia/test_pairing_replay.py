@@ -216,7 +216,6 @@ async def test_heartbeat_timeout_reconnect_while_old_socket_lingers(relay: str) 
     await lingering
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 2: direct_urls leniency not merged yet")
 async def test_real_installs_direct_urls_are_accepted(relay: str) -> None:
     """mydia-clients.md §4: 9 interfaces → 18 LAN URLs, a leading space, a scheme-less
     EXTERNAL_URL; mydia never retries a refused register, so it must be `registered`."""
@@ -234,7 +233,6 @@ async def test_real_installs_direct_urls_are_accepted(relay: str) -> None:
     mydia.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 4: redemption limits not merged yet")
 async def test_household_pairs_three_devices_after_typos(relay: str) -> None:
     """mydia-clients.md §4: each pairing redeems twice (lookup, then connect); people
     mistype codes; a household pairs several devices from one address within a minute."""
