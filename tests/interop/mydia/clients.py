@@ -41,8 +41,9 @@ TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def encode_query(params: dict[str, Any]) -> str:
-    """``URI.encode_query/1``: www-form encoding, keys in the map's (sorted) order."""
-    return urlencode(sorted((k, str(v)) for k, v in params.items()))
+    """``URI.encode_query/1``: www-form encoding (space → ``+``, ``,`` → ``%2C``), in the
+    keyword list's order (an Elixir map would be sorted: pass it sorted)."""
+    return urlencode([(k, str(v)) for k, v in params.items()])
 
 
 def jason(obj: Any) -> str:
