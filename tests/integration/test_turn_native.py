@@ -10,6 +10,7 @@ exactly what was forwarded."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -239,3 +240,65 @@ async def test_a_stopped_component_is_not_kept_alive_by_the_metrics() -> None:
     del comp
     gc.collect()
     assert server() is None
+
+
+def signed_request(cl: StunClient, method: int, attrs: list[tuple[int, bytes]]) -> bytes:
+    """A request signed with ``cl``'s credential and current nonce, built without waiting
+    for an answer (so several can be queued before the server reads any)."""
+    txid = os.urandom(12)
+    return c.encode(method, c.REQUEST, txid, [
+        *(a(txid) if callable(a) else a for a in attrs),
+        (c.USERNAME, cl.username.encode()), (c.REALM, b"metadata-relay"),
+        (c.NONCE, cl.nonce.encode())], key=cl.key, fingerprint=True)
+
+
+def data_indications(cl: StunClient) -> list[bytes]:
+    cl.sock.setblocking(False)
+    try:
+        frames = queued_datagrams(cl.sock)
+    finally:
+        cl.sock.settimeout(3)
+    out = []
+    for f in frames:
+        msg = c.parse(f)
+        if msg is not None and (msg.method, msg.cls) == (c.DATA, c.INDICATION):
+            out.append(msg.attrs[c.DATA_ATTR])
+    return out
+
+
+async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_fd(
+        comp: TurnComponent) -> None:
+    """Issue 13 #3: in one wake-up, A's Refresh to 0 closes its relay socket, B's Allocate
+    gets the same fd from the kernel, and A's peer datagrams read in that wake-up (handed
+    back to Python as Data indications) must not go to B's client."""
+    assert isinstance(comp.udp, BatchedUdp)
+    p = peer()
+    port = comp.settings.TURN_PORT
+    attempts, reused, leaked = 40, 0, []
+    try:
+        for attempt in range(attempts):
+            a, relay_a = await client(comp, f"racea{attempt}")
+            resp = await asyncio.to_thread(a.peer_request, c.CREATE_PERMISSION, p.getsockname())
+            assert code(resp) == 200
+            b = StunClient(port, user=f"raceb{attempt}")
+            assert code(await asyncio.to_thread(b.request, c.REFRESH, [])) == 437  # a nonce
+            a_fds = set(comp.udp.relays)
+            # queued before the server reads any of it: the listener first, then A's relay
+            a.send(signed_request(a, c.REFRESH, [(c.LIFETIME, c.uint32(0))]))
+            b.send(signed_request(b, c.ALLOCATE, [(c.REQUESTED_TRANSPORT, b"\x11\0\0\0")]))
+            b.send(signed_request(b, c.CREATE_PERMISSION, [
+                lambda txid: (c.XOR_PEER_ADDRESS, c.xor_address(*p.getsockname(), txid))]))
+            for i in range(8):
+                p.sendto(b"for A %d %d" % (attempt, i), relay_a)
+            pump(comp)
+            assert len(comp.server.allocations) == 1  # type: ignore[union-attr]
+            reused += bool(a_fds & set(comp.udp.relays))
+            leaked += data_indications(b)
+            a.close()
+            assert code(await asyncio.to_thread(b.request, c.REFRESH,
+                                                [(c.LIFETIME, c.uint32(0))])) == 200
+            b.close()
+        assert leaked == []
+        assert reused >= attempts // 2, reused  # the race was really run
+    finally:
+        p.close()

@@ -127,7 +127,7 @@ class BatchedUdp:
         if not misses:
             return
         lfd, relays = self.fd, self.relays
-        for fd, data, key, raw in misses:
+        for fd, handle, data, key, raw in misses:
             if data is None or raw is None:
                 # a ready fd the forwarder does not know (cannot happen: every relay is opened
                 # in C before it joins the epoll set); stop watching it rather than spin
@@ -137,8 +137,10 @@ class BatchedUdp:
             if fd == lfd:
                 self._listener_datagram(data, key, raw)
             else:
+                # Only to the allocation it was read for: an earlier miss of this batch may
+                # have closed that one and a new allocation may have the same fd by now.
                 relay = relays.get(fd)
-                if relay is not None:
+                if relay is not None and relay.handle == handle:
                     relay.peer_datagram(data, key, raw)
 
     def settle(self) -> None:
@@ -147,8 +149,8 @@ class BatchedUdp:
         if fw is None:
             return
         for relay in self.relays.values():
-            if relay.slot >= 0:
-                native.settle(relay.al, fw.pull(relay.slot))
+            if relay.handle:
+                native.settle(relay.al, fw.pull(relay.handle))
 
     def seed(self) -> None:
         """Give the C forwarder the buckets' balances (after the tick refilled them)."""
@@ -156,8 +158,8 @@ class BatchedUdp:
         if fw is None:
             return
         for relay in self.relays.values():
-            if relay.slot >= 0 and relay.al.up is not None:
-                native.seed(fw, relay.slot, relay.al)
+            if relay.handle and relay.al.up is not None:
+                native.seed(fw, relay.handle, relay.al)
 
     def _listener_datagram(self, data: bytes, key: Any, raw: bytes) -> None:
         """One listener datagram the forwarder did not forward: ChannelData without a
@@ -379,21 +381,21 @@ class BatchedRelay:
                                            [self.client_ptr] * BATCH))
         """The client address pointer BATCH times (msg_name of a run of queued slots)."""
         self.closed = False
-        self.slot = -1
-        """This allocation's slot in the endpoint's C forwarder (-1: none)."""
+        self.handle = 0
+        """This allocation's handle in the endpoint's C forwarder (0: none)."""
         fw = endpoint.fw
         if fw is not None:
-            self.slot = fw.open(self.fd, raw)
-            native.seed(fw, self.slot, al)
+            self.handle = fw.open(self.fd, raw)
+            native.seed(fw, self.handle, al)
             al.observer = self.routes_changed
         endpoint.add(self)
 
     def routes_changed(self, al: Allocation) -> None:
         """``Allocation.observer``: mirror the rebuilt routes into the C forwarder at once."""
         fw = self.endpoint.fw
-        if fw is not None and self.slot >= 0:
+        if fw is not None and self.handle:
             # peers are reached through the relay socket: its family, not the listener's
-            fw.set_routes(self.slot, native.routes(al, self.sock.family))
+            fw.set_routes(self.handle, native.routes(al, self.sock.family))
 
     def peer_datagram(self, data: bytes, key: Any, raw: bytes) -> None:
         """A peer's datagram the C forwarder handed back: no mirrored channel (a Data
@@ -466,9 +468,9 @@ class BatchedRelay:
         self.send_raw = _discard
         self.endpoint.remove(self)
         fw = self.endpoint.fw
-        if fw is not None and self.slot >= 0:
-            native.settle(self.al, fw.close(self.slot))  # before the server sums the totals
-            self.slot = -1
+        if fw is not None and self.handle:
+            native.settle(self.al, fw.close(self.handle))  # before the server sums the totals
+            self.handle = 0
             self.al.observer = None
         self.sock.close()
         self.pool.release(self.port)

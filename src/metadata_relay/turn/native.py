@@ -65,12 +65,12 @@ def settle(al: Allocation, counts: tuple[int, int, int, int]) -> None:
             al.down.tokens -= by_in
 
 
-def seed(fw: Forwarder, slot: int, al: Allocation) -> None:
+def seed(fw: Forwarder, handle: int, al: Allocation) -> None:
     """Give C the allocation's current bucket balances (None: unlimited)."""
     if al.up is not None and al.down is not None:
-        fw.set_tokens(slot, al.up.tokens, al.down.tokens)
+        fw.set_tokens(handle, al.up.tokens, al.down.tokens)
     else:
-        fw.set_tokens(slot, None, None)
+        fw.set_tokens(handle, None, None)
 
 
 __all__ = ["IMPORT_ERROR", "Forwarder", "available", "client_sockaddr", "routes", "seed",
