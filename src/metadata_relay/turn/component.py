@@ -65,6 +65,10 @@ class TurnComponent:
         policy = PeerPolicy(s.TURN_DENIED_PEERS, s.TURN_ALLOWED_PEERS,
                             own_ips={public_ip, relay_bind} - {"0.0.0.0", "::"},
                             relay_ports=(s.TURN_MIN_PORT, s.TURN_MAX_PORT))
+        if policy.own_allowed():
+            log.warning("turn_own_address_allowed", addresses=policy.own_allowed(),
+                        reason="TURN_ALLOWED_PEERS names the relay's own address: its ports "
+                        "outside the relay range (the node's services) are reachable by peers")
         config = TurnConfig(realm=s.TURN_REALM, secrets=self.secrets, relay_ip=public_ip,
                             user_quota=s.TURN_USER_QUOTA, max_rate=s.TURN_MAX_RATE)
         server = TurnServer(config, policy, self.opener)

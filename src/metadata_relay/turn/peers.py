@@ -3,7 +3,9 @@
 IPv4-mapped (``::ffff:a.b.c.d``) and IPv4-compatible (``::a.b.c.d``) IPv6 addresses are
 unmapped before any check (CVE-2026-27624). A peer equal to one of the server's own relay
 addresses is allowed only on ports inside the relay range (relay-to-relay between two clients
-of this server), even when that address is denied.
+of this server), whether or not that address is denied: its other ports are the node's own
+services (with host networking: kubelet, flannel VXLAN, DNS). Only an allow-list entry that
+names the address opens its other ports (the operator asked for it; the loopback tests do).
 """
 
 from __future__ import annotations
@@ -40,13 +42,20 @@ class PeerPolicy:
         self.relay_ports = relay_ports
 
     def permits_ip(self, ip: str) -> bool:
-        """May a permission (any port) be installed for ``ip``?"""
+        """May a permission (any port) be installed for ``ip``? Never for an own address."""
         addr = normalise(ip)
         if addr is None:
             return False
         if any(addr in net for net in self.allowed if net.version == addr.version):
             return True
+        if addr in self.own:
+            return False
         return not any(addr in net for net in self.denied if net.version == addr.version)
+
+    def own_allowed(self) -> list[str]:
+        """Own addresses the allow list opens on every port (worth a warning at start)."""
+        return sorted(str(a) for a in self.own
+                      if any(a in net for net in self.allowed if net.version == a.version))
 
     def is_own_relay(self, ip: str, port: int) -> bool:
         addr = normalise(ip)
@@ -54,5 +63,5 @@ class PeerPolicy:
         return addr is not None and addr in self.own and lo <= port <= hi
 
     def permits(self, ip: str, port: int) -> bool:
-        """May data go to ``(ip, port)``?"""
+        """May data go to ``(ip, port)``? An own address only on the relay range."""
         return self.permits_ip(ip) or self.is_own_relay(ip, port)

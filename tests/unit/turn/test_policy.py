@@ -89,13 +89,27 @@ def test_allow_list_punches_holes_including_mapped_forms() -> None:
     assert not policy.permits_ip("not an ip")
 
 
-def test_own_relay_address_is_reachable_only_on_relay_ports() -> None:
-    policy = PeerPolicy(DEFAULT_DENIED, own_ips=["10.0.0.5"], relay_ports=(50000, 50010))
-    assert not policy.permits_ip("10.0.0.5")
-    assert policy.permits("10.0.0.5", 50000)
-    assert policy.permits("::ffff:10.0.0.5", 50010)
-    assert not policy.permits("10.0.0.5", 22)
-    assert not policy.permits("10.0.0.6", 50000)
+@pytest.mark.parametrize("own", ["10.0.0.5", "8.8.4.4"])  # denied anyway, and public
+def test_own_relay_address_is_reachable_only_on_relay_ports(own: str) -> None:
+    policy = PeerPolicy(DEFAULT_DENIED, own_ips=[own], relay_ports=(50000, 50010))
+    assert not policy.permits_ip(own)  # no IP-wide permission: every port would be open
+    assert not policy.permits_ip(f"::ffff:{own}")
+    assert policy.permits(own, 50000)
+    assert policy.permits(f"::ffff:{own}", 50010)
+    for port in (22, 53, 8472, 10250, 49999, 50011, 65535):
+        assert not policy.permits(own, port)
+        assert not policy.permits(f"::ffff:{own}", port)
+    assert policy.own_allowed() == []
+
+
+def test_own_address_on_every_port_only_when_the_allow_list_names_it() -> None:
+    import ipaddress
+
+    policy = PeerPolicy(DEFAULT_DENIED, [ipaddress.ip_network("127.0.0.0/8")],
+                        own_ips=["127.0.0.1", "8.8.4.4"], relay_ports=(50000, 50010))
+    assert policy.permits("127.0.0.1", 22) and policy.permits_ip("127.0.0.1")
+    assert not policy.permits("8.8.4.4", 22)
+    assert policy.own_allowed() == ["127.0.0.1"]
 
 
 def test_token_bucket_limits_then_refills() -> None:

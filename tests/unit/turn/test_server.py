@@ -378,14 +378,22 @@ def test_42_thousand_failed_authentications_open_no_relay(h: Harness) -> None:
     assert h.server.auth_failures["bad_integrity"] == 1000
 
 
-def test_45_relay_to_own_relay_ports_only(h: Harness) -> None:
-    cl = allocated(h)  # RELAY_IP is in TEST-NET-3 (denied), like a private relay address
-    assert code(cl.permission((RELAY_IP, 50001))) == 403  # IP-wide: refused
-    assert code(cl.bind(0x4000, (RELAY_IP, 22))) == 403
-    assert code(cl.bind(0x4000, (RELAY_IP, 50001))) == 200
-    cl.send_indication((RELAY_IP, 22), b"host service")
-    cl.send_indication((RELAY_IP, 50002), b"other relay")
-    assert h.relays[0].sent == [(b"other relay", (RELAY_IP, 50002))]
+# RELAY_IP is in TEST-NET-3 (denied), like a private relay address; 8.8.4.4 stands for a
+# public one, which the deny list does not cover (issue 13 #4: every port was open)
+@pytest.mark.parametrize("own", [RELAY_IP, "8.8.4.4"])
+def test_45_relay_to_own_relay_ports_only(own: str) -> None:
+    h = Harness(relay_ip=own)
+    cl = allocated(h)
+    for ip in (own, f"::ffff:{own}"):
+        assert code(cl.permission((ip, 50001))) in (403, 443)  # IP-wide: refused
+    for port in (22, 53, 8472, 10250, 49999, 50004):
+        assert code(cl.bind(0x4000, (own, port))) == 403
+    assert code(cl.bind(0x4000, (own, 50001))) == 200
+    assert cl.allocation().restricted == {own}
+    for port in (22, 53, 8472, 10250, 49999, 50004):
+        cl.send_indication((own, port), b"host service")
+    cl.send_indication((own, 50002), b"other relay")
+    assert h.relays[0].sent == [(b"other relay", (own, 50002))]
 
 
 def test_46_expired_credential_refresh_is_lenient_by_default_strict_on_request() -> None:
