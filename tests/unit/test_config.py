@@ -19,9 +19,10 @@ def test_defaults_match_the_contract() -> None:
     assert s.TURN_NATIVE_FORWARDING is True
     assert s.UPSTREAM_MAX_RPS == 40 and s.UPSTREAM_MAX_CONNECTIONS == 16
     assert s.REDIS_URL is None and s.TMDB_API_KEY is None and s.TURN_URI is None
-    assert ipaddress.ip_network("::ffff:0:0/96") not in s.TURN_DENIED_PEERS
-    assert ipaddress.ip_network("fc00::/7") in s.TURN_DENIED_PEERS
-    assert len(s.TURN_DENIED_PEERS) == 26
+    for net in ("fc00::/7", "::ffff:0:0/96", "64:ff9b:1::/48", "fec0::/10", "2001:10::/28",
+                "192.0.0.0/24", "224.0.0.0/4"):  # the rest: tests/unit/turn/test_policy.py
+        assert ipaddress.ip_network(net) in s.TURN_DENIED_PEERS
+    assert len(set(s.TURN_DENIED_PEERS)) == len(s.TURN_DENIED_PEERS) == 54
     ipaddress.ip_address(s.turn_public_ip)
 
 
