@@ -30,6 +30,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from metadata_relay.turn import codec as c
@@ -59,9 +60,10 @@ _CD = struct.Struct("!HH").pack
 class BatchedUdp:
     """The STUN/TURN UDP port plus every UDP-client relay socket (see module docstring)."""
 
-    def __init__(self, server: TurnServer, sock: socket.socket, native_forwarding: bool = False
-                 ) -> None:
+    def __init__(self, server: TurnServer, sock: socket.socket, native_forwarding: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
         self.server = server
+        self.clock = clock
         self.allocs = server.allocations
         self.sock = sock
         self.fd = sock.fileno()
@@ -175,7 +177,7 @@ class BatchedUdp:
         addr = self._address(key, raw)
         if addr is None:
             return
-        response = self.server.handle(data, key, addr, False, time.time())
+        response = self.server.handle(data, key, addr, False, self.clock())
         if response is not None:
             self.sendto(response, addr)
 
@@ -341,7 +343,7 @@ class BatchedUdp:
             if addr is None:
                 return
         response = self.server.handle(bytes(self.inb.view[off : off + ln]), key, addr, False,
-                                      time.time())
+                                      self.clock())
         if response is not None:
             self.sendto(response, addr)
 

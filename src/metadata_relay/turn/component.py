@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from metadata_relay.config import Settings
@@ -32,8 +33,11 @@ class TurnComponent:
     name = "turn"
 
     def __init__(self, settings: Settings, secrets: tuple[str, ...],
-                 batched: bool | None = None, native_forwarding: bool | None = None) -> None:
+                 batched: bool | None = None, native_forwarding: bool | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
+        """Wall-clock seconds for the state machine (credential expiry, nonces, lifetimes)."""
         self.batched = mmsg.available() if batched is None else batched
         """UDP through recvmmsg/sendmmsg on one epoll set (Linux), else the event loop's
         datagram endpoints."""
@@ -76,14 +80,14 @@ class TurnComponent:
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
         sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
         if self.batched and mmsg.available():
-            self.udp = BatchedUdp(server, sock, self.native_forwarding)
+            self.udp = BatchedUdp(server, sock, self.native_forwarding, self.clock)
         else:
             self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpListener(server), sock=sock)
+                lambda: UdpListener(server, self.clock), sock=sock)
         self.opener.listener = self.udp
         try:
             self.tcp = await loop.create_server(
-                lambda: TcpConnection(server, self.connections), listen_ip, s.TURN_PORT,
+                lambda: TcpConnection(server, self.connections, self.clock), listen_ip, s.TURN_PORT,
                 reuse_address=True)
         except BaseException:
             self.udp.close()
@@ -102,29 +106,28 @@ class TurnComponent:
                  udp_io=udp_io)
 
     async def _housekeeping(self) -> None:
-        assert self.server is not None
         while True:
             await asyncio.sleep(TICK)
             try:
-                udp = self.udp if isinstance(self.udp, BatchedUdp) else None
-                if udp is not None:
-                    udp.settle()  # C forwarder counts into the allocations and buckets
-                self.server.tick(time.time())
-                if udp is not None:
-                    udp.seed()  # refilled balances back into the C forwarder
-                self._close_idle_connections()
+                self.tick(self.clock())
             except Exception:
                 log.exception("turn_tick_failed")
 
-    def _close_idle_connections(self) -> None:
+    def tick(self, now: float) -> None:
+        """Expire what is due at ``now``, refill the buckets, close idle TCP connections
+        (every :data:`TICK` seconds; tests call it with the time they want)."""
         assert self.server is not None
+        udp = self.udp if isinstance(self.udp, BatchedUdp) else None
+        if udp is not None:
+            udp.settle()  # C forwarder counts into the allocations and buckets
+        self.server.tick(now)
+        if udp is not None:
+            udp.seed()  # refilled balances back into the C forwarder
         allocations = self.server.allocations
         for conn in list(self.connections):
             if conn in allocations:
-                conn.idle = 0.0
-                continue
-            conn.idle += TICK
-            if conn.idle > self.tcp_idle:
+                conn.idle_since = now
+            elif now - conn.idle_since > self.tcp_idle:
                 conn.transport.close()
 
     async def stop(self) -> None:

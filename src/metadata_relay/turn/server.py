@@ -46,16 +46,10 @@ class TurnConfig:
     """Bytes per second per allocation and direction; 0 = unlimited."""
     max_permissions: int = 64
     software: str | None = None
-    strict_expiry: bool = False
-    """Reject Refresh/CreatePermission/ChannelBind once the REST credential has expired."""
     channel_max: int = 0x7FFF
     """Highest channel number accepted. RFC 8656 narrows the range to 0x4FFF, but Debian's
     coturn 4.6.1 ``turnutils_uclient`` (and browsers built on RFC 5766) pick up to 0x7FFF, so
     the RFC 5766 range is accepted by default; set 0x4FFF for strict RFC 8656."""
-
-
-class AuthFailed(Exception):
-    pass
 
 
 class TurnServer:
@@ -179,9 +173,9 @@ class TurnServer:
         return c.encode(msg.method, c.ERROR, msg.txid, attrs, key=key,
                         fingerprint=key is not None or msg.has_fingerprint)
 
-    def _challenge(self, msg: Message, code: int, now: float) -> bytes:
-        """401/438: REALM and a fresh NONCE, no MESSAGE-INTEGRITY."""
-        return self._error(msg, code, None, [
+    def _challenge(self, msg: Message, code: int, now: float, key: bytes | None = None) -> bytes:
+        """401/438: REALM and a fresh NONCE; signed only with a ``key`` the request proved."""
+        return self._error(msg, code, key, [
             (c.REALM, self.config.realm.encode()),
             (c.NONCE, self.nonces.issue(now).encode()),
         ])
@@ -228,23 +222,18 @@ class TurnServer:
             self.auth_failures["bad_username"] += 1
             return self._challenge(msg, 401, now)
         expiry, user = parsed
-        if al is not None and al.username == username:
-            # An existing session keeps its key (lenient expiry unless strict_expiry).
-            if not msg.verify_integrity(al.key):
-                self.auth_failures["bad_integrity"] += 1
-                return self._challenge(msg, 401, now)
-            if self.config.strict_expiry and expiry < now:
-                self.auth_failures["expired"] += 1
-                return self._challenge(msg, 401, now)
-            return al.key, username, user
-        if expiry < now:
-            self.auth_failures["expired"] += 1
+        # An existing session keeps its key (a secret retired since still serves it).
+        keys = ([al.key] if al is not None and al.username == username
+                else candidate_keys(self.config.secrets, username, self.config.realm))
+        key = next((k for k in keys if msg.verify_integrity(k)), None)
+        if key is None:
+            self.auth_failures["bad_integrity"] += 1
             return self._challenge(msg, 401, now)
-        for key in candidate_keys(self.config.secrets, username, self.config.realm):
-            if msg.verify_integrity(key):
-                return key, username, user
-        self.auth_failures["bad_integrity"] += 1
-        return self._challenge(msg, 401, now)
+        if expiry < now:
+            # Every request, not only Allocate: else Refresh would hold the ports for ever.
+            self.auth_failures["expired"] += 1
+            return self._challenge(msg, 401, now, key)
+        return key, username, user
 
     def _lifetime(self, msg: Message) -> int:
         cfg = self.config

@@ -12,7 +12,7 @@ import contextlib
 import random
 import socket
 import struct
-import time
+from collections.abc import Callable
 from typing import Any
 
 from metadata_relay.turn import codec as c
@@ -56,8 +56,9 @@ def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) ->
 class UdpListener(asyncio.DatagramProtocol):
     """The STUN/TURN UDP port: clients' STUN messages and ChannelData."""
 
-    def __init__(self, server: TurnServer) -> None:
+    def __init__(self, server: TurnServer, clock: Callable[[], float]) -> None:
         self.server = server
+        self.clock = clock
         self.allocs = server.allocations
         self.transport: Any = None
 
@@ -74,7 +75,7 @@ class UdpListener(asyncio.DatagramProtocol):
                 return
         except IndexError:
             return
-        response = self.server.handle(data, addr, addr[:2], False, time.time())
+        response = self.server.handle(data, addr, addr[:2], False, self.clock())
         if response is not None:
             self.transport.sendto(response, addr)
 
@@ -85,14 +86,16 @@ class UdpListener(asyncio.DatagramProtocol):
 class TcpConnection(asyncio.Protocol):
     """One TURN-over-TCP control connection: STUN and padded ChannelData frames."""
 
-    def __init__(self, server: TurnServer, connections: set[TcpConnection]) -> None:
+    def __init__(self, server: TurnServer, connections: set[TcpConnection],
+                 clock: Callable[[], float]) -> None:
         self.server = server
         self.connections = connections
+        self.clock = clock
         self.transport: Any = None
         self.addr: Address = ("0.0.0.0", 0)
         self.buf = bytearray()
-        self.idle = 0.0
-        """Seconds without an allocation (advanced by the component's housekeeping)."""
+        self.idle_since = clock()
+        """Since when it has held no allocation (kept current by the component's tick)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -142,7 +145,7 @@ class TcpConnection(asyncio.Protocol):
             al.by_out += n
             al.relay.sendto(frame[4 : 4 + n], peer)  # type: ignore[union-attr]
             return
-        response = self.server.handle(frame, self, self.addr, True, time.time())
+        response = self.server.handle(frame, self, self.addr, True, self.clock())
         if response is not None and not self.transport.is_closing():
             self.transport.write(response)
 

@@ -157,13 +157,16 @@ class StunClient:
     exact control of the bytes; the independent clients are aioice and turnutils_*)."""
 
     def __init__(self, port: int, tcp: bool = False, user: str = "probe",
-                 secret: str = SECRET) -> None:
+                 secret: str = SECRET, ttl: int = 3600, now: float | None = None,
+                 source: str = "127.0.0.1") -> None:
         self.tcp = tcp
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(3)
+        self.sock.bind((source, 0))
         self.sock.connect(("127.0.0.1", port))
-        self.username, password = rest_credential(secret, user, 3600, time.time())
+        self.username, password = rest_credential(secret, user, ttl,
+                                                  time.time() if now is None else now)
         self.key = long_term_key(self.username, REALM, password)
         self.nonce = ""
         self.buf = b""

@@ -396,13 +396,35 @@ def test_45_relay_to_own_relay_ports_only(own: str) -> None:
     assert h.relays[0].sent == [(b"other relay", (own, 50002))]
 
 
-def test_46_expired_credential_refresh_is_lenient_by_default_strict_on_request() -> None:
-    for strict, expected in ((False, 200), (True, 401)):
-        h = Harness(strict_expiry=strict)
-        cl = h.client(ttl=60)
-        assert code(cl.allocate()) == 200
-        cl.nonce = h.server.nonces.issue(T0 + 120)
-        assert code(cl.request(c.REFRESH, now=T0 + 120)) == expected
+def test_46_expired_credential_gets_a_signed_401_on_every_request(h: Harness) -> None:
+    """Issue 13 #5: Refresh, CreatePermission and ChannelBind kept succeeding after the REST
+    credential's timestamp, so a client could hold its relay port for ever."""
+    cl = h.client(ttl=60)
+    assert code(cl.allocate()) == 200
+    al = cl.allocation()
+    assert code(cl.permission(PUBLIC_PEER, now=T0 + 60)) == 200  # the last valid second
+    later = T0 + 61
+    cl.nonce = h.server.nonces.issue(later)
+    answers = [cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(3600))], now=later),
+               cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(0))], now=later),
+               cl.permission(("8.8.4.4", 1), now=later),
+               cl.bind(0x4000, PUBLIC_PEER, now=later)]
+    for resp in answers:
+        assert code(resp) == 401 and signed(resp, cl.key)  # aioice drops unsigned ones
+        assert resp.text(c.REALM) == "example.org" and resp.text(c.NONCE)
+    assert h.server.auth_failures["expired"] == 4
+    assert al.expires == T0 + 600 and set(al.perms) == {PUBLIC_PEER[0]} and al.channels == {}
+    h.server.tick(T0 + 600)  # nothing extended it: it ends with its lifetime
+    assert h.server.allocations == {} and h.relays[0].closed
+
+
+def test_46_expired_credential_cannot_allocate_even_with_a_valid_signature(h: Harness) -> None:
+    cl = h.client(ttl=60)
+    later = T0 + 61
+    cl.nonce = h.server.nonces.issue(later)
+    resp = cl.allocate(now=later)
+    assert code(resp) == 401 and signed(resp, cl.key)
+    assert h.relays == [] and h.server.auth_failures["expired"] == 1
 
 
 def test_refresh_by_another_user_on_same_5_tuple_gets_437(h: Harness) -> None:
