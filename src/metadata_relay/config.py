@@ -191,6 +191,7 @@ class Settings(BaseSettings):
     TURN_NATIVE_FORWARDING: bool = True
     TURN_CREDENTIAL_TTL: int = Field(86400, ge=60)
     TURN_USER_QUOTA: int = Field(10, ge=1)
+    TURN_IP_QUOTA: int = Field(16, ge=1, le=65535)
     TURN_ALLOWED_PEERS: Annotated[tuple[Network, ...], NoDecode] = ()
     TURN_DENIED_PEERS: Annotated[tuple[Network, ...], NoDecode] = Field(
         default=DEFAULT_DENIED_PEERS  # type: ignore[arg-type]

@@ -9,12 +9,15 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from metadata_relay.turn import codec as c
 from tests.interop.turn.support import (
     FORWARDING,
     StunClient,
     code,
     open_fds,
+    relay_range,
     stats,
     turn_port,
     turn_service,
@@ -128,3 +131,31 @@ def test_no_send_reaches_the_relays_own_address_outside_the_relay_range(
                 cl.close()
             service.close()
             peer.close()
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_one_source_address_cannot_take_every_relay_port(tmp_path: Path, tcp: bool) -> None:
+    """Issue 13 #5: 11 TURN users took all 101 relay ports and a newcomer got 508. With
+    TURN_IP_QUOTA one address gets 486 after its quota while other addresses still
+    allocate."""
+    low, high = relay_range(12)
+    env = {"TURN_MIN_PORT": str(low), "TURN_MAX_PORT": str(high), "TURN_IP_QUOTA": "4"}
+    with turn_service(tmp_path, env=env) as svc:
+        clients = []
+        try:
+            for i in range(6):  # one source, a new user each time (user quota never fires)
+                cl = StunClient(turn_port(svc), tcp=tcp, user=f"greedy{i}", source="127.0.0.2")
+                clients.append(cl)
+                resp = cl.request(c.ALLOCATE, [(c.REQUESTED_TRANSPORT, b"\x11\0\0\0")])
+                assert code(resp) == (200 if i < 4 else 486)
+                assert resp.verify_integrity(cl.key)
+            for source in ("127.0.0.3", "127.0.0.4"):
+                newcomer = StunClient(turn_port(svc), tcp=tcp, user="newcomer", source=source)
+                clients.append(newcomer)
+                newcomer.allocate()
+            s = stats(svc)
+            assert s["allocations"] == 6 and s["relay_ports_free"] == 6
+            assert s["error_responses"]["486"] == 2
+        finally:
+            for cl in clients:
+                cl.close()

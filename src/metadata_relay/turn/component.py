@@ -74,7 +74,8 @@ class TurnComponent:
                         reason="TURN_ALLOWED_PEERS names the relay's own address: its ports "
                         "outside the relay range (the node's services) are reachable by peers")
         config = TurnConfig(realm=s.TURN_REALM, secrets=self.secrets, relay_ip=public_ip,
-                            user_quota=s.TURN_USER_QUOTA, max_rate=s.TURN_MAX_RATE)
+                            user_quota=s.TURN_USER_QUOTA, ip_quota=s.TURN_IP_QUOTA,
+                            max_rate=s.TURN_MAX_RATE)
         server = TurnServer(config, policy, self.opener)
         self.server = server
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET

@@ -9,6 +9,7 @@ the bandwidth buckets.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from metadata_relay.turn.credentials import (
     parse_rest_username,
 )
 from metadata_relay.turn.nonce import NonceFactory
-from metadata_relay.turn.peers import PeerPolicy
+from metadata_relay.turn.peers import PeerPolicy, normalise
 from metadata_relay.turn.ratelimit import TokenBucket
 
 Opener = Callable[[Allocation, bool], Relay | None]
@@ -42,6 +43,9 @@ class TurnConfig:
     channel_lifetime: int = 600
     nonce_lifetime: int = 600
     user_quota: int = 10
+    ip_quota: int = 16
+    """Allocations per client address (IPv6: per /64, what one subscriber gets): well below
+    the relay range, so no single source can take every relay port."""
     max_rate: int = 0
     """Bytes per second per allocation and direction; 0 = unlimited."""
     max_permissions: int = 64
@@ -50,6 +54,17 @@ class TurnConfig:
     """Highest channel number accepted. RFC 8656 narrows the range to 0x4FFF, but Debian's
     coturn 4.6.1 ``turnutils_uclient`` (and browsers built on RFC 5766) pick up to 0x7FFF, so
     the RFC 5766 range is accepted by default; set 0x4FFF for strict RFC 8656."""
+
+
+def source(ip: str) -> str:
+    """What :attr:`TurnConfig.ip_quota` counts: the client's IPv4 address (also when written
+    IPv4-mapped), or the /64 of its IPv6 address."""
+    addr = normalise(ip)
+    if addr is None:
+        return ip
+    if addr.version == 6:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 class TurnServer:
@@ -61,6 +76,7 @@ class TurnServer:
         self.nonces = nonces or NonceFactory(config.nonce_lifetime)
         self.allocations: dict[Hashable, Allocation] = {}
         self.user_counts: Counter[str] = Counter()
+        self.source_counts: Counter[str] = Counter()
         self.relay_family = 6 if ":" in config.relay_ip else 4
         # counters (read by metrics and /stats)
         self.auth_failures: Counter[str] = Counter()
@@ -100,9 +116,11 @@ class TurnServer:
         if self.allocations.get(al.client_key) is not al:
             return
         del self.allocations[al.client_key]
-        self.user_counts[al.user] -= 1
-        if self.user_counts[al.user] <= 0:
-            del self.user_counts[al.user]
+        for counts, k in ((self.user_counts, al.user),
+                          (self.source_counts, source(al.client_addr[0]))):
+            counts[k] -= 1
+            if counts[k] <= 0:
+                del counts[k]
         al.out_routes.clear()
         al.in_routes.clear()
         if al.relay is not None:
@@ -275,7 +293,9 @@ class TurnServer:
         even = msg.attrs.get(c.EVEN_PORT)
         if even is not None and (len(even) != 1 or even[0] & 0x80):
             return self._error(msg, 508, key)  # R bit: port reservation is not offered
-        if self.user_counts[user] >= self.config.user_quota:
+        src = source(client_addr[0])
+        if self.user_counts[user] >= self.config.user_quota \
+                or self.source_counts[src] >= self.config.ip_quota:
             return self._error(msg, 486, key)
         lifetime = self._lifetime(msg) or self.config.default_lifetime
         new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime)
@@ -291,6 +311,7 @@ class TurnServer:
         new.relay_addr = (self.config.relay_ip, relay.port)
         self.allocations[client_key] = new
         self.user_counts[user] += 1
+        self.source_counts[src] += 1
         self.allocations_total += 1
         response = self._success(msg, [
             (c.XOR_RELAYED_ADDRESS, c.xor_address(self.config.relay_ip, relay.port, msg.txid)),

@@ -171,9 +171,31 @@ def test_19_per_user_quota_gets_486(h: Harness) -> None:
     assert code(h2.client(addr=("192.0.2.1", 4), user="bob").allocate()) == 200
 
 
+def test_19_per_source_address_quota_gets_486() -> None:
+    """Issue 13 #5: every session is a new TURN user, so only a per-address cap keeps one
+    source from taking every relay port."""
+    h = Harness(ports=(50000, 50009), ip_quota=3)
+    mallory = [h.client(addr=("192.0.2.1", i + 1), user=f"m{i}") for i in range(4)]
+    assert [code(cl.allocate()) for cl in mallory[:3]] == [200] * 3
+    resp = mallory[3].allocate()
+    assert code(resp) == 486 and signed(resp, mallory[3].key)
+    mapped = h.client(addr=("::ffff:192.0.2.1", 9), user="m9")  # the same address
+    assert code(mapped.allocate()) == 486
+    assert code(h.client(addr=("192.0.2.2", 1), user="newcomer").allocate()) == 200
+    assert len(h.pool) == 6  # the range is not exhausted: the cap fired first
+    assert code(mallory[0].request(c.REFRESH, [(c.LIFETIME, c.uint32(0))])) == 200
+    assert code(mallory[3].allocate()) == 200  # a freed allocation frees quota
+    # IPv6: one /64 is one source
+    six = [h.client(addr=(f"2001:db8:0:1::{i + 1}", 1), user=f"s{i}") for i in range(4)]
+    assert [code(cl.allocate()) for cl in six] == [200, 200, 200, 486]
+    assert code(h.client(addr=("2001:db8:0:2::1", 1), user="other64").allocate()) == 200
+    h.server.tick(T0 + 600)
+    assert h.server.source_counts == {} and h.server.user_counts == {}
+
+
 def test_20_exhausted_relay_range_gets_508_until_a_port_is_freed() -> None:
     h = Harness(ports=(50000, 50003), user_quota=100)
-    clients = [h.client(addr=("192.0.2.1", i + 1)) for i in range(5)]
+    clients = [h.client(addr=(f"192.0.2.{i + 1}", 1)) for i in range(5)]
     assert [code(cl.allocate()) for cl in clients[:4]] == [200] * 4
     assert code(clients[4].allocate()) == 508
     assert code(clients[0].request(c.REFRESH, [(c.LIFETIME, c.uint32(0))])) == 200
