@@ -83,7 +83,6 @@ class TurnServer:
         self.error_responses: Counter[int] = Counter()
         self.allocations_total = 0
         self.closed_totals = [0, 0, 0, 0]  # pk_out, by_out, pk_in, by_in of deleted allocations
-        self.dropped = 0
 
     # ---- entry points -------------------------------------------------------------------
 
@@ -298,7 +297,8 @@ class TurnServer:
                 or self.source_counts[src] >= self.config.ip_quota:
             return self._error(msg, 486, key)
         lifetime = self._lifetime(msg) or self.config.default_lifetime
-        new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime)
+        new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime,
+                         self.policy)
         rate = self.config.max_rate
         if rate > 0:  # before the opener: the edge may copy the buckets (C forwarder)
             burst = max(rate, 65536)
@@ -446,19 +446,8 @@ class TurnServer:
         if raw_peer is None or data is None:
             return
         peer = c.parse_xor_address(raw_peer, msg.txid)
-        if peer is None or peer[0] not in al.perms:
-            self.dropped += 1
-            return
-        if peer[0] in al.restricted and not self.policy.is_own_relay(*peer):
-            self.dropped += 1
-            return
-        n = len(data)
-        if al.up is not None and not al.up.take(n):
-            self.dropped += 1
-            return
-        al.pk_out += 1
-        al.by_out += n
-        al.relay.sendto(data, peer)
+        if peer is not None and al.send_out(peer, data):
+            al.relay.sendto(data, peer)
 
     _handlers: dict[int, Callable[..., bytes | None]] = {
         c.ALLOCATE: _allocate,

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -22,14 +20,12 @@ from metadata_relay.turn.codec import Address
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnServer
 
-_CD = struct.Struct("!HH").pack
 SOCKET_BUFFER = 1 << 20
 LISTENER_BUFFER = 8 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 TCP_MAX_BUFFER = 1 << 17
 TCP_WRITE_LIMIT = 1 << 18
-_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 
 def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
@@ -132,101 +128,40 @@ class TcpConnection(asyncio.Protocol):
     def _frame(self, frame: bytes) -> None:
         if frame[0] & 0xC0 == 0x40:
             al = self.server.allocations.get(self)
-            if al is None:
-                return
-            peer = al.out_routes.get(frame[0] << 8 | frame[1])
-            if peer is None:
-                return
-            n = frame[2] << 8 | frame[3]
-            b = al.up
-            if b is not None and not b.take(n):
-                return
-            al.pk_out += 1
-            al.by_out += n
-            al.relay.sendto(frame[4 : 4 + n], peer)  # type: ignore[union-attr]
+            out = al.channel_out(frame) if al is not None else None
+            if out is not None:
+                al.relay.sendto(*out)  # type: ignore[union-attr]
             return
         response = self.server.handle(frame, self, self.addr, True, self.clock())
         if response is not None and not self.transport.is_closing():
             self.transport.write(response)
 
 
-class _RelayProtocol(asyncio.DatagramProtocol):
-    def __init__(self, al: Allocation, policy_check: Any) -> None:
-        self.al = al
-        self.in_routes = al.in_routes
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def error_received(self, exc: Exception) -> None:
-        pass
-
-    def _indication(self, data: bytes, addr: Any) -> bytes | None:
-        al = self.al
-        if addr[0] not in al.perms:
-            return None
-        return c.data_indication((addr[0], addr[1]), data, random.randbytes(12))
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        """A peer's datagram to the client: ChannelData when the peer has a channel, else a
-        Data indication if it has a permission; charged to the allocation's down bucket."""
-        ch = self.in_routes.get(addr)
-        al = self.al
-        n = len(data)
-        b = al.down
-        if b is not None and not b.take(n):
-            return
-        if ch is not None:
-            frame = self._channel_data(ch, data, n)
-        else:
-            indication = self._indication(data, addr)
-            if indication is None:
-                return
-            frame = indication
-        al.pk_in += 1
-        al.by_in += n
-        self._deliver(frame)
-
-    def _deliver(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        raise NotImplementedError
-
-
-class UdpClientRelay(_RelayProtocol):
-    """Relay socket of an allocation whose client is on UDP."""
+class PeerProtocol(asyncio.DatagramProtocol):
+    """The event-loop side of an allocation's relay socket: each peer datagram goes to the
+    client as :meth:`Allocation.channel_in` decides, through the UDP listener or the client's
+    TCP connection (a slow TCP client loses datagrams, as UDP would)."""
 
     def __init__(self, al: Allocation, listener: Any) -> None:
-        super().__init__(al, None)
+        self.channel_in = al.channel_in
         self.client_addr = al.client_addr
+        self.stream: Any = al.client_key.transport if al.tcp else None  # type: ignore[attr-defined]
         self.listener = listener
 
-    def _deliver(self, data: bytes) -> None:
-        self.listener.sendto(data, self.client_addr)
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        return _CD(ch, n) + data
-
-
-class TcpClientRelay(_RelayProtocol):
-    """Relay socket of an allocation whose client is on TCP (ChannelData padded to 4)."""
-
-    def __init__(self, al: Allocation, stream: Any) -> None:
-        super().__init__(al, None)
-        self.stream = stream
-
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
-            return  # a slow TCP client loses datagrams, as UDP would
-        super().datagram_received(data, addr)
+        stream = self.stream
+        if stream is not None and stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
+            return
+        frame = self.channel_in(data, addr[:2])  # (host, port), also from an IPv6 socket
+        if frame is None:
+            return
+        if stream is None:
+            self.listener.sendto(frame, self.client_addr)
+        else:
+            stream.write(frame)
 
-    def _deliver(self, data: bytes) -> None:
-        self.stream.write(data)
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        return _CD(ch, n) + data + _PAD[n & 3]
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
+        pass
 
 
 class UdpRelay:
@@ -234,7 +169,7 @@ class UdpRelay:
     to the event loop right after."""
 
     def __init__(self, sock: socket.socket, port: int, pool: PortPool,
-                 protocol: _RelayProtocol, tasks: set[asyncio.Task[None]]) -> None:
+                 protocol: PeerProtocol, tasks: set[asyncio.Task[None]]) -> None:
         self.port = port
         self.sock = sock
         self.pool = pool
@@ -313,10 +248,5 @@ class RelayOpener:
                     sock.close()
                     self.pool.release(port)
                     return None
-            protocol: _RelayProtocol
-            if al.tcp:
-                protocol = TcpClientRelay(al, al.client_key.transport)  # type: ignore[attr-defined]
-            else:
-                protocol = UdpClientRelay(al, self.listener)
-            return UdpRelay(sock, port, self.pool, protocol, self.tasks)
+            return UdpRelay(sock, port, self.pool, PeerProtocol(al, self.listener), self.tasks)
         return None
