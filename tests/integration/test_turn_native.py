@@ -19,8 +19,8 @@ import pytest
 
 from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
-from metadata_relay.turn.batched import BatchedUdp
 from metadata_relay.turn.component import TurnComponent
+from metadata_relay.turn.native import NativeUdp
 from tests.interop.turn.support import SECRET, StunClient, code, relay_range
 from tests.tools import free_tcp_udp_port, queued_datagrams, require_native
 
@@ -38,7 +38,7 @@ async def start(max_rate: int = 0) -> TurnComponent:
     require_native()
     comp = TurnComponent(settings(max_rate), (SECRET,))
     await comp.start()
-    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None  # the default
+    assert isinstance(comp.udp, NativeUdp)  # the default
     return comp
 
 
@@ -52,9 +52,9 @@ async def comp() -> AsyncIterator[TurnComponent]:
 def pump(comp: TurnComponent) -> None:
     """Wake-ups of the UDP edge, now (the event loop is not running while we are), until
     what was queued is processed (a wake-up reads up to 64 datagrams per relay socket)."""
-    assert isinstance(comp.udp, BatchedUdp)
+    assert isinstance(comp.udp, NativeUdp)
     for _ in range(4):
-        comp.udp._wake_native()
+        comp.udp.wake()
 
 
 def peer() -> socket.socket:
@@ -90,7 +90,7 @@ async def bind(cl: StunClient, p: socket.socket, channel: int) -> None:
 
 
 def fw_routes(comp: TurnComponent) -> int:
-    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None
+    assert isinstance(comp.udp, NativeUdp)
     return comp.udp.fw.routes
 
 
@@ -210,22 +210,22 @@ async def test_max_rate_drops_on_the_native_path() -> None:
         await comp.stop()
 
 
-async def test_forwarding_asked_for_without_the_batched_edge_says_so() -> None:
-    """TURN_NATIVE_FORWARDING=true where the C forwarder cannot plug in (here: the event-loop
-    UDP edge) is not silent: the service logs why and reports the path it runs."""
+async def test_the_started_log_says_which_engine_runs() -> None:
+    """TURN_NATIVE_FORWARDING picks the UDP engine; the start log names the one running (and
+    would warn had the C forwarder been asked for but not built)."""
     from structlog.testing import capture_logs
 
-    with capture_logs() as logs:
-        comp = TurnComponent(settings(), (SECRET,), batched=False, native_forwarding=True)
-        await comp.start()
-        try:
-            assert not isinstance(comp.udp, BatchedUdp)
-        finally:
-            await comp.stop()
-    unavailable = [e for e in logs if e["event"] == "turn_native_forwarding_unavailable"]
-    assert unavailable and "batched UDP edge" in unavailable[0]["reason"], logs
-    started = [e for e in logs if e["event"] == "turn_started"]
-    assert started and started[0]["udp_io"] == "event-loop", logs
+    for wanted, engine in ((True, "native"), (False, "event-loop")):
+        with capture_logs() as logs:
+            comp = TurnComponent(settings(), (SECRET,), native_forwarding=wanted)
+            await comp.start()
+            try:
+                assert isinstance(comp.udp, NativeUdp) is wanted
+            finally:
+                await comp.stop()
+        started = [e for e in logs if e["event"] == "turn_started"]
+        assert started and started[0]["udp_io"] == engine, logs
+        assert not [e for e in logs if e["event"] == "turn_native_forwarding_unavailable"]
 
 
 async def test_a_stopped_component_is_not_kept_alive_by_the_metrics() -> None:
@@ -271,7 +271,7 @@ async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_
     """Issue 13 #3: in one wake-up, A's Refresh to 0 closes its relay socket, B's Allocate
     gets the same fd from the kernel, and A's peer datagrams read in that wake-up (handed
     back to Python as Data indications) must not go to B's client."""
-    assert isinstance(comp.udp, BatchedUdp)
+    assert isinstance(comp.udp, NativeUdp)
     p = peer()
     port = comp.settings.TURN_PORT
     attempts, reused, leaked = 40, 0, []

@@ -11,8 +11,8 @@ from typing import Any
 
 from metadata_relay.config import Settings
 from metadata_relay.observability import get_logger
-from metadata_relay.turn import metrics, mmsg, native
-from metadata_relay.turn.batched import BatchedUdp
+from metadata_relay.turn import metrics, native
+from metadata_relay.turn.native import NativeUdp
 from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnConfig, TurnServer
@@ -21,7 +21,7 @@ from metadata_relay.turn.transport import (
     RelayOpener,
     TcpConnection,
     UdpListener,
-    _udp_socket,
+    udp_socket,
 )
 
 log = get_logger("metadata_relay.turn")
@@ -33,18 +33,15 @@ class TurnComponent:
     name = "turn"
 
     def __init__(self, settings: Settings, secrets: tuple[str, ...],
-                 batched: bool | None = None, native_forwarding: bool | None = None,
+                 native_forwarding: bool | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
         """Wall-clock seconds for the state machine (credential expiry, nonces, lifetimes)."""
-        self.batched = mmsg.available() if batched is None else batched
-        """UDP through recvmmsg/sendmmsg on one epoll set (Linux), else the event loop's
-        datagram endpoints."""
         self.native_forwarding = (settings.TURN_NATIVE_FORWARDING if native_forwarding is None
                                   else native_forwarding)
-        """ChannelData of bound channels forwarded by the C extension (batched edge only;
-        ignored when the extension is not built)."""
+        """The UDP engine: the C forwarder (:mod:`metadata_relay.turn.native`) where it is
+        built, else (and when false) the event-loop edge (:mod:`metadata_relay.turn.transport`)."""
         self.secrets = secrets
         self.server: TurnServer | None = None
         self.opener: RelayOpener | None = None
@@ -79,9 +76,9 @@ class TurnComponent:
         server = TurnServer(config, policy, self.opener)
         self.server = server
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
-        sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
-        if self.batched and mmsg.available():
-            self.udp = BatchedUdp(server, sock, self.native_forwarding, self.clock)
+        sock = udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
+        if self.native_forwarding and native.available():
+            self.udp = self.opener.native = NativeUdp(server, sock, self.clock)
         else:
             self.udp, _ = await loop.create_datagram_endpoint(
                 lambda: UdpListener(server, self.clock), sock=sock)
@@ -93,15 +90,13 @@ class TurnComponent:
         except BaseException:
             self.udp.close()
             raise
-        fw = self.udp.fw if isinstance(self.udp, BatchedUdp) else None
-        metrics.track(server, self.udp.settle if fw is not None else None)
+        is_native = isinstance(self.udp, NativeUdp)
+        metrics.track(server, self.udp.settle if is_native else None)
         self.task = loop.create_task(self._housekeeping())
-        udp_io = "event-loop"
-        if isinstance(self.udp, BatchedUdp):
-            udp_io = "native" if fw is not None else "batched"
-        if self.native_forwarding and fw is None:
-            log.warning("turn_native_forwarding_unavailable", reason=native.IMPORT_ERROR
-                        or "needs the batched UDP edge (Linux recvmmsg/sendmmsg)")
+        udp_io = "native" if is_native else "event-loop"
+        if self.native_forwarding and not is_native:
+            log.warning("turn_native_forwarding_unavailable",
+                        reason=native.IMPORT_ERROR or "needs Linux (epoll)")
         log.info("turn_started", listen=f"{listen_ip}:{s.TURN_PORT}", relay_ip=public_ip,
                  relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM,
                  udp_io=udp_io)
@@ -118,7 +113,7 @@ class TurnComponent:
         """Expire what is due at ``now``, refill the buckets, close idle TCP connections
         (every :data:`TICK` seconds; tests call it with the time they want)."""
         assert self.server is not None
-        udp = self.udp if isinstance(self.udp, BatchedUdp) else None
+        udp = self.udp if isinstance(self.udp, NativeUdp) else None
         if udp is not None:
             udp.settle()  # C forwarder counts into the allocations and buckets
         self.server.tick(now)

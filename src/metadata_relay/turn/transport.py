@@ -1,8 +1,10 @@
-"""asyncio edges of the TURN server: the UDP listener, TCP connections and relay sockets.
+"""The event-loop edge of the TURN server: the UDP listener, TCP connections, relay sockets.
 
-These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`; the
-relay hot path (ChannelData in -> one dict lookup -> ``sendto``; peer datagram -> one lookup
--> ``sendto``/``write``) is inlined here with no per-packet objects besides the byte slices.
+These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`, relayed
+data to the allocation's decisions (:meth:`Allocation.channel_out` for ChannelData from the
+client, :meth:`Allocation.channel_in` for a peer's datagram); nothing is decided here. The
+other engine, the C forwarder (:mod:`metadata_relay.turn.native`), takes over the UDP listener
+and UDP clients' relay sockets where it is built; TCP clients' relay sockets stay here.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import Allocation
-from metadata_relay.turn.batched import BatchedRelay, BatchedUdp
 from metadata_relay.turn.codec import Address
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnServer
+
+if TYPE_CHECKING:
+    from metadata_relay.turn.native import NativeUdp
 
 SOCKET_BUFFER = 1 << 20
 LISTENER_BUFFER = 8 << 20
@@ -28,7 +32,7 @@ TCP_MAX_BUFFER = 1 << 17
 TCP_WRITE_LIMIT = 1 << 18
 
 
-def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
+def udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
     """A non-blocking bound UDP socket with large kernel buffers: beyond net.core.rmem_max
     when the process may (CAP_NET_ADMIN), else up to it. Small buffers overflow under bursts
     (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated."""
@@ -47,6 +51,14 @@ def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) ->
         sock.close()
         raise
     return sock
+
+
+def sendto_quietly(sock: socket.socket, data: bytes, addr: Address) -> None:
+    """``sock.sendto`` that drops the datagram on an error (full buffer, ICMP), as UDP may."""
+    try:  # (not contextlib.suppress: this is on the Send indication path)
+        sock.sendto(data, addr)
+    except OSError:
+        pass
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -176,15 +188,19 @@ class UdpRelay:
         self.protocol = protocol
         self.transport: Any = None
         self.closed = False
-        self.sendto: Any = self._early_sendto
         self.tasks = tasks
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._attach())
         tasks.add(self.task)
 
-    def _early_sendto(self, data: bytes, addr: Address) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendto(data, addr)
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Through the event loop's transport once it has the socket; before that, and for an
+        empty payload (which asyncio transports silently skip), straight on the socket."""
+        transport = self.transport
+        if transport is not None and data:
+            transport.sendto(data, addr)
+        else:
+            sendto_quietly(self.sock, data, addr)
 
     async def _attach(self) -> None:
         try:
@@ -195,7 +211,6 @@ class UdpRelay:
                 transport.close()
                 return
             self.transport = transport
-            self.sendto = transport.sendto
         finally:
             if self.task is not None:
                 self.tasks.discard(self.task)
@@ -205,7 +220,6 @@ class UdpRelay:
         if self.closed:
             return
         self.closed = True
-        self.sendto = _discard
         if self.transport is not None:
             self.transport.close()
         elif self.task is not None:
@@ -216,34 +230,31 @@ class UdpRelay:
         self.pool.release(self.port)
 
 
-def _discard(data: bytes, addr: Address) -> None:
-    pass
-
-
 class RelayOpener:
     """Binds a free port of the relay range for a new allocation (``None``: range exhausted).
 
-    With a batched listener (:class:`~metadata_relay.turn.batched.BatchedUdp`, Linux) the relay
-    sockets of UDP clients join its epoll set; otherwise (and for TCP clients) each relay
-    socket is an event-loop datagram endpoint."""
+    With the C forwarder (``native``) the relay sockets of UDP clients join its epoll set;
+    otherwise (and for TCP clients) each relay socket is an event-loop datagram endpoint."""
 
     def __init__(self, bind_ip: str, pool: PortPool) -> None:
         self.bind_ip = bind_ip
         self.family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
         self.pool = pool
         self.listener: Any = None
+        """The UDP listener's transport (how UDP clients' relay sockets reach them)."""
+        self.native: NativeUdp | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, al: Allocation, even: bool = False) -> Any:
         for port in self.pool.candidates(even=even) or ():
             try:
-                sock = _udp_socket(self.family, self.bind_ip, port)
+                sock = udp_socket(self.family, self.bind_ip, port)
             except OSError:
                 continue
             self.pool.take(port)
-            if not al.tcp and isinstance(self.listener, BatchedUdp):
+            if not al.tcp and self.native is not None:
                 try:
-                    return BatchedRelay(self.listener, sock, port, self.pool, al)
+                    return self.native.relay(sock, port, self.pool, al)
                 except (ValueError, MemoryError):  # the C forwarder refused it: no relay
                     sock.close()
                     self.pool.release(port)

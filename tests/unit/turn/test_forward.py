@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
-from metadata_relay.turn import mmsg, native
+from metadata_relay.turn import native
 from tests.tools import queued_datagrams, require_native
 
 
@@ -32,7 +33,7 @@ def udp(host: str) -> socket.socket:
 
 
 def sa(family: int, addr: Any) -> bytes:
-    return mmsg.address_to_sockaddr(family, addr[0], addr[1])
+    return native.sockaddr(family, addr[0], addr[1])
 
 
 class Rig:
@@ -108,8 +109,8 @@ def test_misses_stun_and_unrouted_peers_go_back_to_python(rig: Rig) -> None:
     for fd, _h, _data, key, raw in back:
         assert isinstance(raw, bytes)
         expected = raw_client if fd == rig.listener.fileno() else other.getsockname()
-        assert mmsg.sockaddr_to_address(raw) == expected
-        assert key == int.from_bytes(raw[:8], "little")  # the batched edge's IPv4 key
+        assert native.address(raw) == expected
+        assert key == int.from_bytes(raw[:8], sys.byteorder)  # the IPv4 key
     assert queued_datagrams(rig.peer) == [] and queued_datagrams(rig.client) == []
     assert rig.fw.pull(rig.handle) == (0, 0, 0, 0)
     other.close()
@@ -219,7 +220,7 @@ def test_ipv6_both_ways() -> None:
         assert (fd, handle) == (rig.listener.fileno(), 0)
         assert data == b"\x00\x01 not channel data"
         assert key == raw and len(raw) == 28  # IPv6: the raw sockaddr is the key
-        assert mmsg.sockaddr_to_address(raw)[1] == rig.client.getsockname()[1]
+        assert native.address(raw)[1] == rig.client.getsockname()[1]
     finally:
         rig.close()
 
