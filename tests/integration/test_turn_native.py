@@ -65,13 +65,17 @@ def peer() -> socket.socket:
     return s
 
 
-def channel_payloads(cl: StunClient) -> list[bytes]:
+def client_frames(cl: StunClient) -> list[bytes]:
+    """What is queued for the client now."""
     cl.sock.setblocking(False)
     try:
-        frames = queued_datagrams(cl.sock)
+        return queued_datagrams(cl.sock)
     finally:
         cl.sock.settimeout(3)
-    return [p[1] for f in frames if (p := c.parse_channel_data(f)) is not None]
+
+
+def channel_payloads(cl: StunClient) -> list[bytes]:
+    return [p[1] for f in client_frames(cl) if (p := c.parse_channel_data(f)) is not None]
 
 
 async def client(comp: TurnComponent, user: str, lifetime: int = 0
@@ -106,8 +110,7 @@ async def test_expired_permission_and_channel_stop_forwarding_both_ways(
         pump(comp)
         assert queued_datagrams(a) == [b"live"]
         assert channel_payloads(cl) == [b"live down"]
-        assert comp.server is not None
-        comp.server.tick(time.time() + 301)  # the permission is past its 300 s
+        comp.tick(time.time() + 301)  # the permission is past its 300 s
         assert fw_routes(comp) == 0
         cl.send(c.channel_data(0x4000, b"stale up"))
         a.sendto(b"stale down", relay)
@@ -150,8 +153,7 @@ async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> N
         await bind(cl, a, 0x4002)
         cl.send(c.channel_data(0x4002, b"x" * 10))
         pump(comp)
-        assert comp.server is not None
-        comp.server.tick(time.time() + 601)  # default lifetime 600 s
+        comp.tick(time.time() + 601)  # default lifetime 600 s
         assert comp.stats()["allocations"] == 0
         assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
         cl.send(c.channel_data(0x4002, b"late"))
@@ -169,8 +171,7 @@ async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
     a, b = peer(), peer()
     try:
         await bind(cl, a, 0x4003)
-        assert comp.server is not None
-        comp.server.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
+        comp.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
         await bind(cl, b, 0x4003)  # the same number, now to b
         assert fw_routes(comp) == 1
         cl.send(c.channel_data(0x4003, b"for b"))
@@ -253,13 +254,8 @@ def signed_request(cl: StunClient, method: int, attrs: list[tuple[int, bytes]]) 
 
 
 def data_indications(cl: StunClient) -> list[bytes]:
-    cl.sock.setblocking(False)
-    try:
-        frames = queued_datagrams(cl.sock)
-    finally:
-        cl.sock.settimeout(3)
     out = []
-    for f in frames:
+    for f in client_frames(cl):
         msg = c.parse(f)
         if msg is not None and (msg.method, msg.cls) == (c.DATA, c.INDICATION):
             out.append(msg.attrs[c.DATA_ATTR])

@@ -3,13 +3,13 @@
  * in C.
  *
  * Why: T1 (issue 7) showed the kernel time per relayed packet already at coturn's level and
- * the remaining gap to be interpreter time in the two hot loops of turn/batched.py. This
- * module moves only those loops out of Python. It decides nothing: the routes (which client
- * address and channel go to which peer on which relay socket, and back) are mirrored from
- * Allocation.out_routes/in_routes by the Python edge whenever the state machine rebuilds them,
+ * the remaining gap to be interpreter time in the per-datagram Python loops. This module
+ * moves only those loops out of Python. It decides nothing: the routes (which client address
+ * and channel go to which peer on which relay socket, and back) are mirrored from
+ * Allocation.out_routes/in_routes by turn/native.py whenever the state machine rebuilds them,
  * and everything a route does not cover (STUN, Send/Data indications, garbage, misses) is
- * handed back to Python for the existing slow path. turn/server.py stays the single source of
- * truth.
+ * handed back to Python, where turn/allocation.py and turn/server.py decide as they do for
+ * the event-loop edge.
  *
  * Per allocation ("slot") C keeps packet/byte counters in both directions and the two token
  * buckets of TURN_MAX_RATE; Python pulls the counters and re-seeds the buckets on its tick.
@@ -322,7 +322,7 @@ flush_down(Forwarder *f)
 
 /* (fd, handle, data, key, raw): a datagram for Python's slow path. handle is the slot's (see
  * handle_of) for a relay socket, 0 for the listener: Python drops the datagram unless the
- * handle is still the one of the allocation now on that fd. key is how the Python edge keys
+ * handle is still the one of the allocation now on that fd. key is how turn/native.py keys
  * addresses (the first 8 sockaddr bytes as a native integer for IPv4, the raw bytes for IPv6).
  * (fd, 0, None, None, None): an fd this Forwarder does not know. */
 static int

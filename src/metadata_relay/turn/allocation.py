@@ -83,13 +83,8 @@ class Allocation:
         if peer is None:
             return None
         n = data[2] << 8 | data[3]
-        if n + 4 > len(data):
+        if n + 4 > len(data) or not self._charge_up(n):
             return None
-        b = self.up
-        if b is not None and not b.take(n):
-            return None
-        self.pk_out += 1
-        self.by_out += n
         return data[4 : 4 + n], peer
 
     def permits(self, peer: Address) -> bool:
@@ -104,9 +99,10 @@ class Allocation:
         """A Send indication's payload for ``peer``: may it go out of the relay (then
         counted)? Needs a permission for the peer's IP, a relay-range port if that permission
         exists only through the own-address rule, and room in the up bucket."""
-        if not self.permits(peer):
-            return False
-        n = len(data)
+        return self.permits(peer) and self._charge_up(len(data))
+
+    def _charge_up(self, n: int) -> bool:
+        """``n`` client -> peer bytes: spent from the up bucket if it has them, and counted."""
         b = self.up
         if b is not None and not b.take(n):
             return False

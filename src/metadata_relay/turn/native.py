@@ -79,6 +79,19 @@ def address(raw: bytes) -> Address:
     return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
 
 
+def remember(cache: dict[Any, Address], limit: int, key: Any, raw: bytes) -> Address | None:
+    """The (host, port) of ``raw``, kept in ``cache`` under C's ``key`` for it (at most
+    ``limit`` entries: a flood of new addresses only empties the cache)."""
+    try:
+        addr = address(raw)
+    except (OSError, ValueError):
+        return None
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = addr
+    return addr
+
+
 def routes(al: Allocation, family: int) -> list[tuple[int, bytes]]:
     """``(channel, raw peer sockaddr)`` for every route of ``al`` (its live channels)."""
     out = []
@@ -195,15 +208,9 @@ class NativeUdp:
     def _from_client(self, data: bytes, key: Any, raw: bytes) -> None:
         """A listener datagram C did not forward: ChannelData without a mirrored route, STUN,
         or garbage."""
-        addr = self.addresses.get(key)
+        addr = self.addresses.get(key) or remember(self.addresses, ADDRESS_CACHE, key, raw)
         if addr is None:
-            try:
-                addr = address(raw)
-            except (OSError, ValueError):
-                return
-            if len(self.addresses) >= ADDRESS_CACHE:
-                self.addresses.clear()
-            self.addresses[key] = addr
+            return
         if len(data) >= 4 and data[0] & 0xC0 == 0x40:
             al = self.allocs.get(addr)
             out = al.channel_out(data) if al is not None else None
@@ -256,15 +263,9 @@ class NativeRelay:
 
     def from_peer(self, data: bytes, key: Any, raw: bytes) -> None:
         """A peer's datagram C handed back (no mirrored channel, or too big for a frame)."""
-        peer = self.peers.get(key)
+        peer = self.peers.get(key) or remember(self.peers, PEER_CACHE, key, raw)
         if peer is None:
-            try:
-                peer = address(raw)
-            except (OSError, ValueError):
-                return
-            if len(self.peers) >= PEER_CACHE:
-                self.peers.clear()
-            self.peers[key] = peer
+            return
         frame = self.al.channel_in(data, peer)
         if frame is not None:
             self.endpoint.sendto(frame, self.al.client_addr)
@@ -279,6 +280,3 @@ class NativeRelay:
         self.sock.close()
         self.pool.release(self.port)
 
-
-__all__ = ["IMPORT_ERROR", "Forwarder", "NativeRelay", "NativeUdp", "available", "routes",
-           "seed", "settle"]
