@@ -79,13 +79,15 @@ def relay_range(size: int) -> tuple[int, int]:
 @contextlib.contextmanager
 def ours(ports: int = 1000) -> Iterator[Server]:
     """The relay with TURN on loopback: a ``ports``-wide relay range, loopback peers
-    allowed, no per-allocation rate limit, a user quota no benchmark reaches."""
+    allowed, no per-allocation rate limit, user and address quotas no benchmark reaches
+    (every load client comes from 127.0.0.1)."""
     port = free_port()
     low, high = relay_range(ports)
     with _procs.relay({
         "TURN_PORT": str(port), "TURN_SECRET": SECRET, "TURN_REALM": REALM,
         "TURN_MIN_PORT": str(low), "TURN_MAX_PORT": str(high),
         "TURN_ALLOWED_PEERS": "127.0.0.0/8", "TURN_USER_QUOTA": "100000", "TURN_MAX_RATE": "0",
+        "TURN_IP_QUOTA": "65535",
     }) as relay:
         yield Server("ours", relay.pid, port, relay.url)
 

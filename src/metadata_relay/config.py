@@ -23,13 +23,65 @@ DEFAULT_TRUSTED_PROXIES = (
     "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7,100.64.0.0/10"
 )
 
-# RFC-reserved and private ranges a TURN client must never reach (spec/turn.md).
-DEFAULT_DENIED_PEERS = (
-    "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,127.0.0.0/8,169.254.0.0/16,172.16.0.0/12,"
-    "192.0.0.0/24,192.0.2.0/24,192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,"
-    "203.0.113.0/24,224.0.0.0/4,240.0.0.0/4,255.255.255.255/32,::/128,::1/128,64:ff9b::/96,"
-    "100::/64,2001::/32,2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
-)
+# Peers a TURN client must never reach (turn/peers.py): every entry of the IANA IPv4 and IPv6
+# special-purpose address registries, multicast, and the IPv6 forms that embed or translate
+# IPv4 (a deny list has no business trusting a translator to refuse 10.0.0.1 written as IPv6).
+DEFAULT_DENIED_PEERS = ",".join((
+    "0.0.0.0/8",            # this network (0.0.0.0/32: this host)
+    "10.0.0.0/8",           # private
+    "100.64.0.0/10",        # shared address space (carrier-grade NAT)
+    "127.0.0.0/8",          # loopback
+    "169.254.0.0/16",       # link local (cloud metadata services)
+    "172.16.0.0/12",        # private
+    "192.0.0.0/24",         # IETF protocol assignments
+    "192.0.0.0/29",         # IPv4 service continuity prefix (DS-Lite)
+    "192.0.0.8/32",         # IPv4 dummy address
+    "192.0.0.9/32",         # PCP anycast
+    "192.0.0.10/32",        # TURN anycast
+    "192.0.0.170/32",       # NAT64/DNS64 discovery
+    "192.0.0.171/32",       # NAT64/DNS64 discovery
+    "192.0.2.0/24",         # documentation (TEST-NET-1)
+    "192.31.196.0/24",      # AS112-v4
+    "192.52.193.0/24",      # AMT
+    "192.88.99.0/24",       # deprecated 6to4 relay anycast (192.88.99.2/32: 6a44 relay)
+    "192.168.0.0/16",       # private
+    "192.175.48.0/24",      # direct delegation AS112 service
+    "198.18.0.0/15",        # benchmarking
+    "198.51.100.0/24",      # documentation (TEST-NET-2)
+    "203.0.113.0/24",       # documentation (TEST-NET-3)
+    "224.0.0.0/4",          # multicast
+    "240.0.0.0/4",          # reserved
+    "255.255.255.255/32",   # limited broadcast
+    "::/128",               # unspecified
+    "::1/128",              # loopback
+    "::/96",                # IPv4-compatible (deprecated)
+    "::ffff:0:0/96",        # IPv4-mapped
+    "::ffff:0:0:0/96",      # IPv4-translated (SIIT)
+    "64:ff9b::/96",         # IPv4/IPv6 translation (NAT64 well-known prefix)
+    "64:ff9b:1::/48",       # IPv4/IPv6 translation, local use
+    "100::/64",             # discard only
+    "100:0:0:1::/64",       # dummy IPv6 prefix
+    "2001::/23",            # IETF protocol assignments
+    "2001::/32",            # Teredo
+    "2001:1::1/128",        # PCP anycast
+    "2001:1::2/128",        # TURN anycast
+    "2001:1::3/128",        # DNS-SD service registration protocol anycast
+    "2001:2::/48",          # benchmarking
+    "2001:3::/32",          # AMT
+    "2001:4:112::/48",      # AS112-v6
+    "2001:10::/28",         # ORCHID (deprecated)
+    "2001:20::/28",         # ORCHIDv2
+    "2001:30::/28",         # drone remote ID entity tags
+    "2001:db8::/32",        # documentation
+    "2002::/16",            # 6to4
+    "2620:4f:8000::/48",    # direct delegation AS112 service
+    "3fff::/20",            # documentation
+    "5f00::/16",            # segment routing (SRv6) SIDs
+    "fc00::/7",             # unique local
+    "fe80::/10",            # link local
+    "fec0::/10",            # site local (deprecated)
+    "ff00::/8",             # multicast
+))
 
 
 _CONTACT_MAIL = re.compile(r"[!-~]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
@@ -139,6 +191,7 @@ class Settings(BaseSettings):
     TURN_NATIVE_FORWARDING: bool = True
     TURN_CREDENTIAL_TTL: int = Field(86400, ge=60)
     TURN_USER_QUOTA: int = Field(10, ge=1)
+    TURN_IP_QUOTA: int = Field(16, ge=1, le=65535)
     TURN_ALLOWED_PEERS: Annotated[tuple[Network, ...], NoDecode] = ()
     TURN_DENIED_PEERS: Annotated[tuple[Network, ...], NoDecode] = Field(
         default=DEFAULT_DENIED_PEERS  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ exactly what was forwarded."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +19,8 @@ import pytest
 
 from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
-from metadata_relay.turn.batched import BatchedUdp
 from metadata_relay.turn.component import TurnComponent
+from metadata_relay.turn.native import NativeUdp
 from tests.interop.turn.support import SECRET, StunClient, code, relay_range
 from tests.tools import free_tcp_udp_port, queued_datagrams, require_native
 
@@ -37,7 +38,7 @@ async def start(max_rate: int = 0) -> TurnComponent:
     require_native()
     comp = TurnComponent(settings(max_rate), (SECRET,))
     await comp.start()
-    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None  # the default
+    assert isinstance(comp.udp, NativeUdp)  # the default
     return comp
 
 
@@ -51,9 +52,9 @@ async def comp() -> AsyncIterator[TurnComponent]:
 def pump(comp: TurnComponent) -> None:
     """Wake-ups of the UDP edge, now (the event loop is not running while we are), until
     what was queued is processed (a wake-up reads up to 64 datagrams per relay socket)."""
-    assert isinstance(comp.udp, BatchedUdp)
+    assert isinstance(comp.udp, NativeUdp)
     for _ in range(4):
-        comp.udp._wake_native()
+        comp.udp.wake()
 
 
 def peer() -> socket.socket:
@@ -64,13 +65,17 @@ def peer() -> socket.socket:
     return s
 
 
-def channel_payloads(cl: StunClient) -> list[bytes]:
+def client_frames(cl: StunClient) -> list[bytes]:
+    """What is queued for the client now."""
     cl.sock.setblocking(False)
     try:
-        frames = queued_datagrams(cl.sock)
+        return queued_datagrams(cl.sock)
     finally:
         cl.sock.settimeout(3)
-    return [p[1] for f in frames if (p := c.parse_channel_data(f)) is not None]
+
+
+def channel_payloads(cl: StunClient) -> list[bytes]:
+    return [p[1] for f in client_frames(cl) if (p := c.parse_channel_data(f)) is not None]
 
 
 async def client(comp: TurnComponent, user: str, lifetime: int = 0
@@ -89,7 +94,7 @@ async def bind(cl: StunClient, p: socket.socket, channel: int) -> None:
 
 
 def fw_routes(comp: TurnComponent) -> int:
-    assert isinstance(comp.udp, BatchedUdp) and comp.udp.fw is not None
+    assert isinstance(comp.udp, NativeUdp)
     return comp.udp.fw.routes
 
 
@@ -105,8 +110,7 @@ async def test_expired_permission_and_channel_stop_forwarding_both_ways(
         pump(comp)
         assert queued_datagrams(a) == [b"live"]
         assert channel_payloads(cl) == [b"live down"]
-        assert comp.server is not None
-        comp.server.tick(time.time() + 301)  # the permission is past its 300 s
+        comp.tick(time.time() + 301)  # the permission is past its 300 s
         assert fw_routes(comp) == 0
         cl.send(c.channel_data(0x4000, b"stale up"))
         a.sendto(b"stale down", relay)
@@ -149,8 +153,7 @@ async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> N
         await bind(cl, a, 0x4002)
         cl.send(c.channel_data(0x4002, b"x" * 10))
         pump(comp)
-        assert comp.server is not None
-        comp.server.tick(time.time() + 601)  # default lifetime 600 s
+        comp.tick(time.time() + 601)  # default lifetime 600 s
         assert comp.stats()["allocations"] == 0
         assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
         cl.send(c.channel_data(0x4002, b"late"))
@@ -168,8 +171,7 @@ async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
     a, b = peer(), peer()
     try:
         await bind(cl, a, 0x4003)
-        assert comp.server is not None
-        comp.server.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
+        comp.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
         await bind(cl, b, 0x4003)  # the same number, now to b
         assert fw_routes(comp) == 1
         cl.send(c.channel_data(0x4003, b"for b"))
@@ -209,22 +211,22 @@ async def test_max_rate_drops_on_the_native_path() -> None:
         await comp.stop()
 
 
-async def test_forwarding_asked_for_without_the_batched_edge_says_so() -> None:
-    """TURN_NATIVE_FORWARDING=true where the C forwarder cannot plug in (here: the event-loop
-    UDP edge) is not silent: the service logs why and reports the path it runs."""
+async def test_the_started_log_says_which_engine_runs() -> None:
+    """TURN_NATIVE_FORWARDING picks the UDP engine; the start log names the one running (and
+    would warn had the C forwarder been asked for but not built)."""
     from structlog.testing import capture_logs
 
-    with capture_logs() as logs:
-        comp = TurnComponent(settings(), (SECRET,), batched=False, native_forwarding=True)
-        await comp.start()
-        try:
-            assert not isinstance(comp.udp, BatchedUdp)
-        finally:
-            await comp.stop()
-    unavailable = [e for e in logs if e["event"] == "turn_native_forwarding_unavailable"]
-    assert unavailable and "batched UDP edge" in unavailable[0]["reason"], logs
-    started = [e for e in logs if e["event"] == "turn_started"]
-    assert started and started[0]["udp_io"] == "event-loop", logs
+    for wanted, engine in ((True, "native"), (False, "event-loop")):
+        with capture_logs() as logs:
+            comp = TurnComponent(settings(), (SECRET,), native_forwarding=wanted)
+            await comp.start()
+            try:
+                assert isinstance(comp.udp, NativeUdp) is wanted
+            finally:
+                await comp.stop()
+        started = [e for e in logs if e["event"] == "turn_started"]
+        assert started and started[0]["udp_io"] == engine, logs
+        assert not [e for e in logs if e["event"] == "turn_native_forwarding_unavailable"]
 
 
 async def test_a_stopped_component_is_not_kept_alive_by_the_metrics() -> None:
@@ -239,3 +241,60 @@ async def test_a_stopped_component_is_not_kept_alive_by_the_metrics() -> None:
     del comp
     gc.collect()
     assert server() is None
+
+
+def signed_request(cl: StunClient, method: int, attrs: list[tuple[int, bytes]]) -> bytes:
+    """A request signed with ``cl``'s credential and current nonce, built without waiting
+    for an answer (so several can be queued before the server reads any)."""
+    txid = os.urandom(12)
+    return c.encode(method, c.REQUEST, txid, [
+        *(a(txid) if callable(a) else a for a in attrs),
+        (c.USERNAME, cl.username.encode()), (c.REALM, b"metadata-relay"),
+        (c.NONCE, cl.nonce.encode())], key=cl.key, fingerprint=True)
+
+
+def data_indications(cl: StunClient) -> list[bytes]:
+    out = []
+    for f in client_frames(cl):
+        msg = c.parse(f)
+        if msg is not None and (msg.method, msg.cls) == (c.DATA, c.INDICATION):
+            out.append(msg.attrs[c.DATA_ATTR])
+    return out
+
+
+async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_fd(
+        comp: TurnComponent) -> None:
+    """Issue 13 #3: in one wake-up, A's Refresh to 0 closes its relay socket, B's Allocate
+    gets the same fd from the kernel, and A's peer datagrams read in that wake-up (handed
+    back to Python as Data indications) must not go to B's client."""
+    assert isinstance(comp.udp, NativeUdp)
+    p = peer()
+    port = comp.settings.TURN_PORT
+    attempts, reused, leaked = 40, 0, []
+    try:
+        for attempt in range(attempts):
+            a, relay_a = await client(comp, f"racea{attempt}")
+            resp = await asyncio.to_thread(a.peer_request, c.CREATE_PERMISSION, p.getsockname())
+            assert code(resp) == 200
+            b = StunClient(port, user=f"raceb{attempt}")
+            assert code(await asyncio.to_thread(b.request, c.REFRESH, [])) == 437  # a nonce
+            a_fds = set(comp.udp.relays)
+            # queued before the server reads any of it: the listener first, then A's relay
+            a.send(signed_request(a, c.REFRESH, [(c.LIFETIME, c.uint32(0))]))
+            b.send(signed_request(b, c.ALLOCATE, [(c.REQUESTED_TRANSPORT, b"\x11\0\0\0")]))
+            b.send(signed_request(b, c.CREATE_PERMISSION, [
+                lambda txid: (c.XOR_PEER_ADDRESS, c.xor_address(*p.getsockname(), txid))]))
+            for i in range(8):
+                p.sendto(b"for A %d %d" % (attempt, i), relay_a)
+            pump(comp)
+            assert len(comp.server.allocations) == 1  # type: ignore[union-attr]
+            reused += bool(a_fds & set(comp.udp.relays))
+            leaked += data_indications(b)
+            a.close()
+            assert code(await asyncio.to_thread(b.request, c.REFRESH,
+                                                [(c.LIFETIME, c.uint32(0))])) == 200
+            b.close()
+        assert leaked == []
+        assert reused >= attempts // 2, reused  # the race was really run
+    finally:
+        p.close()

@@ -17,11 +17,13 @@ def test_defaults_match_the_contract() -> None:
     assert (s.TURN_MIN_PORT, s.TURN_MAX_PORT) == (49152, 49252)
     assert s.TURN_MAX_RATE == 1_000_000 and s.TURN_CREDENTIAL_TTL == 86400
     assert s.TURN_NATIVE_FORWARDING is True
+    assert s.TURN_USER_QUOTA == 10 and s.TURN_IP_QUOTA == 16  # 16 of 101 relay ports
     assert s.UPSTREAM_MAX_RPS == 40 and s.UPSTREAM_MAX_CONNECTIONS == 16
     assert s.REDIS_URL is None and s.TMDB_API_KEY is None and s.TURN_URI is None
-    assert ipaddress.ip_network("::ffff:0:0/96") not in s.TURN_DENIED_PEERS
-    assert ipaddress.ip_network("fc00::/7") in s.TURN_DENIED_PEERS
-    assert len(s.TURN_DENIED_PEERS) == 26
+    for net in ("fc00::/7", "::ffff:0:0/96", "64:ff9b:1::/48", "fec0::/10", "2001:10::/28",
+                "192.0.0.0/24", "224.0.0.0/4"):  # the rest: tests/unit/turn/test_policy.py
+        assert ipaddress.ip_network(net) in s.TURN_DENIED_PEERS
+    assert len(set(s.TURN_DENIED_PEERS)) == len(s.TURN_DENIED_PEERS) == 54
     ipaddress.ip_address(s.turn_public_ip)
 
 
@@ -41,7 +43,8 @@ def test_lists_and_empty_values() -> None:
     ("REDIS_URL", "http://example"), ("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml"),
     ("TURN_ENABLED", "maybe"), ("TURN_URI", "http://x"), ("TURN_PUBLIC_IP", "host.example"),
     ("HOST", "not an ip"), ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_MAX_CONNECTIONS", "0"),
-    ("TURN_CREDENTIAL_TTL", "5"), ("TURN_NATIVE_FORWARDING", "maybe"),
+    ("TURN_CREDENTIAL_TTL", "5"), ("TURN_NATIVE_FORWARDING", "maybe"), ("TURN_IP_QUOTA", "0"),
+    ("TURN_IP_QUOTA", "x"),
     ("MUSICBRAINZ_BASE_URL", "musicbrainz.org"), ("COVERART_BASE_URL", "ftp://x"),
     ("OPENLIBRARY_BASE_URL", "http://"), ("OPENSUBTITLES_BASE_URL", "nope"),
     ("MUSICBRAINZ_MAX_RPS", "0"), ("UPSTREAM_CONTACT", "call me"),

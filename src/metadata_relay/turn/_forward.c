@@ -3,13 +3,13 @@
  * in C.
  *
  * Why: T1 (issue 7) showed the kernel time per relayed packet already at coturn's level and
- * the remaining gap to be interpreter time in the two hot loops of turn/batched.py. This
- * module moves only those loops out of Python. It decides nothing: the routes (which client
- * address and channel go to which peer on which relay socket, and back) are mirrored from
- * Allocation.out_routes/in_routes by the Python edge whenever the state machine rebuilds them,
+ * the remaining gap to be interpreter time in the per-datagram Python loops. This module
+ * moves only those loops out of Python. It decides nothing: the routes (which client address
+ * and channel go to which peer on which relay socket, and back) are mirrored from
+ * Allocation.out_routes/in_routes by turn/native.py whenever the state machine rebuilds them,
  * and everything a route does not cover (STUN, Send/Data indications, garbage, misses) is
- * handed back to Python for the existing slow path. turn/server.py stays the single source of
- * truth.
+ * handed back to Python, where turn/allocation.py and turn/server.py decide as they do for
+ * the event-loop edge.
  *
  * Per allocation ("slot") C keeps packet/byte counters in both directions and the two token
  * buckets of TURN_MAX_RATE; Python pulls the counters and re-seeds the buckets on its tick.
@@ -37,6 +37,7 @@
 #define LISTENER_ROUNDS 4        /* recvmmsg calls on the listener per poll at most */
 #define MAX_EVENTS 256
 #define MAX_FD (1 << 22)         /* sanity bound for the fd -> slot map */
+#define SLOT_BITS 24             /* a handle is generation << SLOT_BITS | slot (slots < MAX_FD) */
 
 /* A canonical address: family tag, port, address, scope (zero-filled). */
 typedef struct {
@@ -59,6 +60,7 @@ typedef struct entry {
 typedef struct {
     int used;
     int relay_fd;
+    uint64_t gen; /* which open() this slot serves now: slots and fds are reused */
     akey client;
     struct sockaddr_storage client_sa;
     socklen_t client_len;
@@ -73,6 +75,7 @@ typedef struct {
     int lfd;
     int busy;
     uint64_t seed; /* random per Forwarder: chains cannot be lengthened by chosen channels/ports */
+    uint64_t opens; /* open() calls so far: the generation of the next slot opened */
     /* slots and the fd -> slot + 1 map */
     slot_t *slots;
     size_t nslots, cap;
@@ -252,13 +255,27 @@ find_in(Forwarder *f, int fd, const akey *peer)
     return NULL;
 }
 
+/* The handle Python holds for a slot: it names one open(), so a handle (or a datagram handed
+ * back with it) from before a close never matches the allocation that reuses the slot or fd. */
+static uint64_t
+handle_of(Forwarder *f, const slot_t *s)
+{
+    return s->gen << SLOT_BITS | (uint64_t)(s - f->slots);
+}
+
 static slot_t *
 get_slot(Forwarder *f, PyObject *arg)
 {
-    long i = PyLong_AsLong(arg);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    if (i < 0 || (size_t)i >= f->nslots || !f->slots[i].used) {
+    unsigned long long h = PyLong_AsUnsignedLongLong(arg);
+    size_t i;
+    if (h == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        h = 0; /* negative or too big: no such handle */
+    }
+    i = (size_t)(h & ((1ULL << SLOT_BITS) - 1));
+    if (i >= f->nslots || !f->slots[i].used || f->slots[i].gen != h >> SLOT_BITS) {
         PyErr_SetString(PyExc_KeyError, "no such slot");
         return NULL;
     }
@@ -303,34 +320,40 @@ flush_down(Forwarder *f)
     f->tw = 0;
 }
 
-/* (fd, data, key, raw): a datagram for Python's slow path. key is how the Python edge keys
- * addresses (the first 8 sockaddr bytes as a native integer for IPv4, the raw bytes for IPv6). */
+/* (fd, handle, data, key, raw): a datagram for Python's slow path. handle is the slot's (see
+ * handle_of) for a relay socket, 0 for the listener: Python drops the datagram unless the
+ * handle is still the one of the allocation now on that fd. key is how turn/native.py keys
+ * addresses (the first 8 sockaddr bytes as a native integer for IPv4, the raw bytes for IPv6).
+ * (fd, 0, None, None, None): an fd this Forwarder does not know. */
 static int
-hand_back(PyObject **list, int fd, const unsigned char *data, size_t len,
+hand_back(PyObject **list, int fd, uint64_t handle, const unsigned char *data, size_t len,
           const struct sockaddr_storage *sa, socklen_t salen)
 {
-    PyObject *item, *fdo;
+    PyObject *item, *fdo, *ho;
     if (*list == NULL && (*list = PyList_New(0)) == NULL)
         return -1;
-    if ((item = PyTuple_New(4)) == NULL)
+    if ((item = PyTuple_New(5)) == NULL)
         return -1;
     if ((fdo = PyLong_FromLong(fd)) == NULL)
         goto fail;
     PyTuple_SET_ITEM(item, 0, fdo);
+    if ((ho = PyLong_FromUnsignedLongLong(handle)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(item, 1, ho);
     if (data == NULL || sa == NULL) {
-        PyTuple_SET_ITEM(item, 1, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(item, 2, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(item, 3, Py_NewRef(Py_None));
+        PyTuple_SET_ITEM(item, 4, Py_NewRef(Py_None));
     } else {
         PyObject *d, *raw, *key;
         if (salen > (socklen_t)sizeof(*sa))
             salen = (socklen_t)sizeof(*sa);
         if ((d = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len)) == NULL)
             goto fail;
-        PyTuple_SET_ITEM(item, 1, d);
+        PyTuple_SET_ITEM(item, 2, d);
         if ((raw = PyBytes_FromStringAndSize((const char *)sa, (Py_ssize_t)salen)) == NULL)
             goto fail;
-        PyTuple_SET_ITEM(item, 3, raw);
+        PyTuple_SET_ITEM(item, 4, raw);
         if (sa->ss_family == AF_INET && salen >= 8) {
             unsigned long long q;
             memcpy(&q, sa, 8);
@@ -339,7 +362,7 @@ hand_back(PyObject **list, int fd, const unsigned char *data, size_t len,
         } else {
             key = Py_NewRef(raw);
         }
-        PyTuple_SET_ITEM(item, 2, key);
+        PyTuple_SET_ITEM(item, 3, key);
     }
     if (PyList_Append(*list, item) < 0)
         goto fail;
@@ -406,7 +429,7 @@ drain_listener(Forwarder *f, PyObject **misses)
             staged++;
             continue;
         slow:
-            if (len > 0 && hand_back(misses, f->lfd, d, len, &f->rname[i], h->msg_namelen) < 0) {
+            if (len > 0 && hand_back(misses, f->lfd, 0, d, len, &f->rname[i], h->msg_namelen) < 0) {
                 if (staged)
                     send_all(sfd, f->smsg, staged);
                 return -1;
@@ -451,7 +474,8 @@ drain_relay(Forwarder *f, int fd, slot_t *s, PyObject **misses)
         e = find_in(f, fd, &peer);
         if (e == NULL || len > MAX_UDP - 4) {
             /* no channel (Data indication or drop) or too big for a frame: Python decides */
-            if (hand_back(misses, fd, d + PAD, len, &f->tname[j], h->msg_namelen) < 0)
+            if (hand_back(misses, fd, handle_of(f, s), d + PAD, len, &f->tname[j],
+                          h->msg_namelen) < 0)
                 return -1;
             continue;
         }
@@ -616,12 +640,13 @@ Forwarder_open(Forwarder *f, PyObject *args)
     s = &f->slots[idx];
     memset(s, 0, sizeof *s);
     s->used = 1;
+    s->gen = ++f->opens;
     s->relay_fd = fd;
     s->client = k;
     s->client_sa = sa;
     s->client_len = len;
     f->fdslot[fd] = (uint32_t)idx + 1;
-    return PyLong_FromSize_t(idx);
+    return PyLong_FromUnsignedLongLong(handle_of(f, s));
 }
 
 static PyObject *
@@ -790,7 +815,7 @@ Forwarder_poll(Forwarder *f, PyObject *arg)
         } else if (fd >= 0 && (size_t)fd < f->nfd && f->fdslot[fd]) {
             if (drain_relay(f, fd, &f->slots[f->fdslot[fd] - 1], &misses) < 0)
                 goto fail;
-        } else if (hand_back(&misses, fd, NULL, 0, NULL, 0) < 0) {
+        } else if (hand_back(&misses, fd, 0, NULL, 0, NULL, 0) < 0) {
             goto fail; /* not ours: Python's to deal with */
         }
     }
@@ -822,17 +847,19 @@ Forwarder_get_slots(Forwarder *f, void *closure)
 
 static PyMethodDef Forwarder_methods[] = {
     {"open", (PyCFunction)Forwarder_open, METH_VARARGS,
-     "open(relay_fd, client_sockaddr) -> slot: an allocation's relay socket and client."},
+     "open(relay_fd, client_sockaddr) -> handle: an allocation's relay socket and client "
+     "(the handle names this open only: after close it matches nothing)."},
     {"close", (PyCFunction)Forwarder_close, METH_O,
-     "close(slot) -> (pk_out, by_out, pk_in, by_in) not yet pulled; forgets its routes."},
+     "close(handle) -> (pk_out, by_out, pk_in, by_in) not yet pulled; forgets its routes."},
     {"pull", (PyCFunction)Forwarder_pull, METH_O,
-     "pull(slot) -> (pk_out, by_out, pk_in, by_in) since the last pull (then zero)."},
+     "pull(handle) -> (pk_out, by_out, pk_in, by_in) since the last pull (then zero)."},
     {"set_routes", (PyCFunction)Forwarder_set_routes, METH_VARARGS,
-     "set_routes(slot, [(channel, peer_sockaddr), ...]): replace the slot's bound channels."},
+     "set_routes(handle, [(channel, peer_sockaddr), ...]): replace its bound channels."},
     {"set_tokens", (PyCFunction)Forwarder_set_tokens, METH_VARARGS,
-     "set_tokens(slot, up, down): bucket balances in bytes; None: unlimited."},
+     "set_tokens(handle, up, down): bucket balances in bytes; None: unlimited."},
     {"poll", (PyCFunction)Forwarder_poll, METH_O,
-     "poll(epoll_fd) -> list of (fd, data, key, raw_sockaddr) for the slow path, or None."},
+     "poll(epoll_fd) -> list of (fd, handle, data, key, raw_sockaddr) for the slow path, "
+     "or None."},
     {NULL, NULL, 0, NULL},
 };
 

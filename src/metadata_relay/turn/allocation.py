@@ -1,4 +1,9 @@
-"""One TURN allocation: its relay, permissions, channels, and the hot-path lookup tables.
+"""One TURN allocation: its relay, permissions, channels, and every forwarding decision.
+
+What may pass between the client and its peers is decided here and nowhere else, for every
+I/O edge (the event-loop transports and the C forwarder's slow path; Send indications come
+through the state machine): :meth:`Allocation.channel_out` and :meth:`Allocation.send_out`
+for client -> peer, :meth:`Allocation.channel_in` for peer -> client.
 
 ``out_routes`` (channel number -> peer address) and ``in_routes`` (peer address -> channel
 number) hold only channels whose permission is alive; the state machine rebuilds them on every
@@ -9,11 +14,19 @@ which every rebuild calls, so the copy can never outlive a permission or channel
 
 from __future__ import annotations
 
+import random
+import struct
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
-from metadata_relay.turn.codec import Address
+from metadata_relay.turn.codec import Address, data_indication
+from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ratelimit import TokenBucket
+
+MAX_UDP = 65507
+"""Largest IPv4 UDP payload: no frame for the client is bigger."""
+_CD = struct.Struct("!HH").pack
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 
 class Relay(Protocol):
@@ -29,13 +42,14 @@ class Allocation:
     __slots__ = (
         "by_in", "by_out", "channels", "client_addr", "client_key", "down", "expires",
         "in_routes", "key", "last_response", "last_txid", "observer", "out_routes", "peer_channels",
-        "perms", "pk_in", "pk_out", "relay", "relay_addr", "restricted", "tcp", "up", "user",
-        "username",
+        "perms", "pk_in", "pk_out", "policy", "relay", "relay_addr", "restricted", "tcp", "up",
+        "user", "username",
     )
 
     def __init__(self, client_key: Hashable, client_addr: Address, tcp: bool, username: str,
-                 user: str, key: bytes, expires: float) -> None:
+                 user: str, key: bytes, expires: float, policy: PeerPolicy) -> None:
         self.client_key = client_key
+        self.policy = policy
         self.client_addr = client_addr
         self.tcp = tcp
         self.username = username
@@ -62,21 +76,61 @@ class Allocation:
         """Called after every route rebuild (set by an edge that mirrors the routes)."""
 
     def channel_out(self, data: bytes) -> tuple[bytes, Address] | None:
-        """A ChannelData message from the client (at least 4 bytes, type bits 01): its
-        payload and peer when the channel is bound and the up bucket allows it (then counted),
-        else None (dropped). The edges' batched hot loops inline the same steps."""
+        """A ChannelData message from the client (at least 4 bytes, type bits 01; padding
+        after the payload allowed): its payload and peer when the channel is bound and the up
+        bucket allows it (then counted), else None (dropped)."""
         peer = self.out_routes.get(data[0] << 8 | data[1])
         if peer is None:
             return None
         n = data[2] << 8 | data[3]
-        if n + 4 > len(data):
+        if n + 4 > len(data) or not self._charge_up(n):
             return None
+        return data[4 : 4 + n], peer
+
+    def permits(self, peer: Address) -> bool:
+        """Is there a permission for ``peer``'s IP (on a relay-range port, when the IP is
+        permitted only through the own-address rule)?"""
+        ip = peer[0]
+        if ip not in self.perms:
+            return False
+        return ip not in self.restricted or self.policy.is_own_relay(*peer)
+
+    def send_out(self, peer: Address, data: bytes) -> bool:
+        """A Send indication's payload for ``peer``: may it go out of the relay (then
+        counted)? Needs a permission for the peer's IP, a relay-range port if that permission
+        exists only through the own-address rule, and room in the up bucket."""
+        return self.permits(peer) and self._charge_up(len(data))
+
+    def _charge_up(self, n: int) -> bool:
+        """``n`` client -> peer bytes: spent from the up bucket if it has them, and counted."""
         b = self.up
         if b is not None and not b.take(n):
-            return None
+            return False
         self.pk_out += 1
         self.by_out += n
-        return data[4 : 4 + n], peer
+        return True
+
+    def channel_in(self, data: bytes, peer: Address) -> bytes | None:
+        """A datagram from ``peer`` ((host, port)) on the relay socket: the frame for the
+        client — ChannelData (padded to 4 for a TCP client) when the peer has a bound channel,
+        else a Data indication when it has a permission (a relay-range port for an own-rule
+        one) — if the down bucket allows it (then counted); None: dropped."""
+        n = len(data)
+        ch = self.in_routes.get(peer)
+        if ch is not None and n <= MAX_UDP - 4:
+            frame = _CD(ch, n) + data + _PAD[n & 3] if self.tcp else _CD(ch, n) + data
+        else:
+            if not self.permits(peer):
+                return None
+            frame = data_indication(peer, data, random.randbytes(12))
+            if len(frame) > MAX_UDP:
+                return None
+        b = self.down
+        if b is not None and not b.take(n):
+            return None
+        self.pk_in += 1
+        self.by_in += n
+        return frame
 
     def rebuild_routes(self) -> None:
         perms = self.perms

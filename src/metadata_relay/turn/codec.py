@@ -60,8 +60,6 @@ PRIORITY = 0x0024
 USE_CANDIDATE = 0x0025
 SOFTWARE = 0x8022
 FINGERPRINT = 0x8028
-ICE_CONTROLLED = 0x8029
-ICE_CONTROLLING = 0x802A
 
 # Comprehension-required attributes (< 0x8000) this server understands; any other one in a
 # request gets 420 (DONT-FRAGMENT, RESERVATION-TOKEN, MI-SHA256, USERHASH, ...). EVEN-PORT is

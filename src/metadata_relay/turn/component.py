@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from metadata_relay.config import Settings
 from metadata_relay.observability import get_logger
-from metadata_relay.turn import metrics, mmsg, native
-from metadata_relay.turn.batched import BatchedUdp
+from metadata_relay.turn import metrics, native
+from metadata_relay.turn.native import NativeUdp
 from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnConfig, TurnServer
@@ -20,7 +21,7 @@ from metadata_relay.turn.transport import (
     RelayOpener,
     TcpConnection,
     UdpListener,
-    _udp_socket,
+    udp_socket,
 )
 
 log = get_logger("metadata_relay.turn")
@@ -32,15 +33,15 @@ class TurnComponent:
     name = "turn"
 
     def __init__(self, settings: Settings, secrets: tuple[str, ...],
-                 batched: bool | None = None, native_forwarding: bool | None = None) -> None:
+                 native_forwarding: bool | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.batched = mmsg.available() if batched is None else batched
-        """UDP through recvmmsg/sendmmsg on one epoll set (Linux), else the event loop's
-        datagram endpoints."""
+        self.clock = clock
+        """Wall-clock seconds for the state machine (credential expiry, nonces, lifetimes)."""
         self.native_forwarding = (settings.TURN_NATIVE_FORWARDING if native_forwarding is None
                                   else native_forwarding)
-        """ChannelData of bound channels forwarded by the C extension (batched edge only;
-        ignored when the extension is not built)."""
+        """The UDP engine: the C forwarder (:mod:`metadata_relay.turn.native`) where it is
+        built, else (and when false) the event-loop edge (:mod:`metadata_relay.turn.transport`)."""
         self.secrets = secrets
         self.server: TurnServer | None = None
         self.opener: RelayOpener | None = None
@@ -65,62 +66,64 @@ class TurnComponent:
         policy = PeerPolicy(s.TURN_DENIED_PEERS, s.TURN_ALLOWED_PEERS,
                             own_ips={public_ip, relay_bind} - {"0.0.0.0", "::"},
                             relay_ports=(s.TURN_MIN_PORT, s.TURN_MAX_PORT))
+        if policy.own_allowed():
+            log.warning("turn_own_address_allowed", addresses=policy.own_allowed(),
+                        reason="TURN_ALLOWED_PEERS names the relay's own address: its ports "
+                        "outside the relay range (the node's services) are reachable by peers")
         config = TurnConfig(realm=s.TURN_REALM, secrets=self.secrets, relay_ip=public_ip,
-                            user_quota=s.TURN_USER_QUOTA, max_rate=s.TURN_MAX_RATE)
+                            user_quota=s.TURN_USER_QUOTA, ip_quota=s.TURN_IP_QUOTA,
+                            max_rate=s.TURN_MAX_RATE)
         server = TurnServer(config, policy, self.opener)
         self.server = server
         family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
-        sock = _udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
-        if self.batched and mmsg.available():
-            self.udp = BatchedUdp(server, sock, self.native_forwarding)
+        sock = udp_socket(family, listen_ip, s.TURN_PORT, LISTENER_BUFFER)
+        if self.native_forwarding and native.available():
+            self.udp = self.opener.native = NativeUdp(server, sock, self.clock)
         else:
             self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpListener(server), sock=sock)
+                lambda: UdpListener(server, self.clock), sock=sock)
         self.opener.listener = self.udp
         try:
             self.tcp = await loop.create_server(
-                lambda: TcpConnection(server, self.connections), listen_ip, s.TURN_PORT,
+                lambda: TcpConnection(server, self.connections, self.clock), listen_ip, s.TURN_PORT,
                 reuse_address=True)
         except BaseException:
             self.udp.close()
             raise
-        fw = self.udp.fw if isinstance(self.udp, BatchedUdp) else None
-        metrics.track(server, self.udp.settle if fw is not None else None)
+        is_native = isinstance(self.udp, NativeUdp)
+        metrics.track(server, self.udp.settle if is_native else None)
         self.task = loop.create_task(self._housekeeping())
-        udp_io = "event-loop"
-        if isinstance(self.udp, BatchedUdp):
-            udp_io = "native" if fw is not None else "batched"
-        if self.native_forwarding and fw is None:
-            log.warning("turn_native_forwarding_unavailable", reason=native.IMPORT_ERROR
-                        or "needs the batched UDP edge (Linux recvmmsg/sendmmsg)")
+        udp_io = "native" if is_native else "event-loop"
+        if self.native_forwarding and not is_native:
+            log.warning("turn_native_forwarding_unavailable",
+                        reason=native.IMPORT_ERROR or "needs Linux (epoll)")
         log.info("turn_started", listen=f"{listen_ip}:{s.TURN_PORT}", relay_ip=public_ip,
                  relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM,
                  udp_io=udp_io)
 
     async def _housekeeping(self) -> None:
-        assert self.server is not None
         while True:
             await asyncio.sleep(TICK)
             try:
-                udp = self.udp if isinstance(self.udp, BatchedUdp) else None
-                if udp is not None:
-                    udp.settle()  # C forwarder counts into the allocations and buckets
-                self.server.tick(time.time())
-                if udp is not None:
-                    udp.seed()  # refilled balances back into the C forwarder
-                self._close_idle_connections()
+                self.tick(self.clock())
             except Exception:
                 log.exception("turn_tick_failed")
 
-    def _close_idle_connections(self) -> None:
+    def tick(self, now: float) -> None:
+        """Expire what is due at ``now``, refill the buckets, close idle TCP connections
+        (every :data:`TICK` seconds; tests call it with the time they want)."""
         assert self.server is not None
+        udp = self.udp if isinstance(self.udp, NativeUdp) else None
+        if udp is not None:
+            udp.settle()  # C forwarder counts into the allocations and buckets
+        self.server.tick(now)
+        if udp is not None:
+            udp.seed()  # refilled balances back into the C forwarder
         allocations = self.server.allocations
         for conn in list(self.connections):
             if conn in allocations:
-                conn.idle = 0.0
-                continue
-            conn.idle += TICK
-            if conn.idle > self.tcp_idle:
+                conn.idle_since = now
+            elif now - conn.idle_since > self.tcp_idle:
                 conn.transport.close()
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ the bandwidth buckets.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from metadata_relay.turn.credentials import (
     parse_rest_username,
 )
 from metadata_relay.turn.nonce import NonceFactory
-from metadata_relay.turn.peers import PeerPolicy
+from metadata_relay.turn.peers import PeerPolicy, normalise
 from metadata_relay.turn.ratelimit import TokenBucket
 
 Opener = Callable[[Allocation, bool], Relay | None]
@@ -42,20 +43,28 @@ class TurnConfig:
     channel_lifetime: int = 600
     nonce_lifetime: int = 600
     user_quota: int = 10
+    ip_quota: int = 16
+    """Allocations per client address (IPv6: per /64, what one subscriber gets): well below
+    the relay range, so no single source can take every relay port."""
     max_rate: int = 0
     """Bytes per second per allocation and direction; 0 = unlimited."""
     max_permissions: int = 64
     software: str | None = None
-    strict_expiry: bool = False
-    """Reject Refresh/CreatePermission/ChannelBind once the REST credential has expired."""
     channel_max: int = 0x7FFF
     """Highest channel number accepted. RFC 8656 narrows the range to 0x4FFF, but Debian's
     coturn 4.6.1 ``turnutils_uclient`` (and browsers built on RFC 5766) pick up to 0x7FFF, so
     the RFC 5766 range is accepted by default; set 0x4FFF for strict RFC 8656."""
 
 
-class AuthFailed(Exception):
-    pass
+def source(ip: str) -> str:
+    """What :attr:`TurnConfig.ip_quota` counts: the client's IPv4 address (also when written
+    IPv4-mapped), or the /64 of its IPv6 address."""
+    addr = normalise(ip)
+    if addr is None:
+        return ip
+    if addr.version == 6:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 class TurnServer:
@@ -67,13 +76,13 @@ class TurnServer:
         self.nonces = nonces or NonceFactory(config.nonce_lifetime)
         self.allocations: dict[Hashable, Allocation] = {}
         self.user_counts: Counter[str] = Counter()
+        self.source_counts: Counter[str] = Counter()
         self.relay_family = 6 if ":" in config.relay_ip else 4
         # counters (read by metrics and /stats)
         self.auth_failures: Counter[str] = Counter()
         self.error_responses: Counter[int] = Counter()
         self.allocations_total = 0
         self.closed_totals = [0, 0, 0, 0]  # pk_out, by_out, pk_in, by_in of deleted allocations
-        self.dropped = 0
 
     # ---- entry points -------------------------------------------------------------------
 
@@ -106,9 +115,11 @@ class TurnServer:
         if self.allocations.get(al.client_key) is not al:
             return
         del self.allocations[al.client_key]
-        self.user_counts[al.user] -= 1
-        if self.user_counts[al.user] <= 0:
-            del self.user_counts[al.user]
+        for counts, k in ((self.user_counts, al.user),
+                          (self.source_counts, source(al.client_addr[0]))):
+            counts[k] -= 1
+            if counts[k] <= 0:
+                del counts[k]
         al.out_routes.clear()
         al.in_routes.clear()
         if al.relay is not None:
@@ -179,9 +190,9 @@ class TurnServer:
         return c.encode(msg.method, c.ERROR, msg.txid, attrs, key=key,
                         fingerprint=key is not None or msg.has_fingerprint)
 
-    def _challenge(self, msg: Message, code: int, now: float) -> bytes:
-        """401/438: REALM and a fresh NONCE, no MESSAGE-INTEGRITY."""
-        return self._error(msg, code, None, [
+    def _challenge(self, msg: Message, code: int, now: float, key: bytes | None = None) -> bytes:
+        """401/438: REALM and a fresh NONCE; signed only with a ``key`` the request proved."""
+        return self._error(msg, code, key, [
             (c.REALM, self.config.realm.encode()),
             (c.NONCE, self.nonces.issue(now).encode()),
         ])
@@ -228,23 +239,18 @@ class TurnServer:
             self.auth_failures["bad_username"] += 1
             return self._challenge(msg, 401, now)
         expiry, user = parsed
-        if al is not None and al.username == username:
-            # An existing session keeps its key (lenient expiry unless strict_expiry).
-            if not msg.verify_integrity(al.key):
-                self.auth_failures["bad_integrity"] += 1
-                return self._challenge(msg, 401, now)
-            if self.config.strict_expiry and expiry < now:
-                self.auth_failures["expired"] += 1
-                return self._challenge(msg, 401, now)
-            return al.key, username, user
-        if expiry < now:
-            self.auth_failures["expired"] += 1
+        # An existing session keeps its key (a secret retired since still serves it).
+        keys = ([al.key] if al is not None and al.username == username
+                else candidate_keys(self.config.secrets, username, self.config.realm))
+        key = next((k for k in keys if msg.verify_integrity(k)), None)
+        if key is None:
+            self.auth_failures["bad_integrity"] += 1
             return self._challenge(msg, 401, now)
-        for key in candidate_keys(self.config.secrets, username, self.config.realm):
-            if msg.verify_integrity(key):
-                return key, username, user
-        self.auth_failures["bad_integrity"] += 1
-        return self._challenge(msg, 401, now)
+        if expiry < now:
+            # Every request, not only Allocate: else Refresh would hold the ports for ever.
+            self.auth_failures["expired"] += 1
+            return self._challenge(msg, 401, now, key)
+        return key, username, user
 
     def _lifetime(self, msg: Message) -> int:
         cfg = self.config
@@ -286,10 +292,13 @@ class TurnServer:
         even = msg.attrs.get(c.EVEN_PORT)
         if even is not None and (len(even) != 1 or even[0] & 0x80):
             return self._error(msg, 508, key)  # R bit: port reservation is not offered
-        if self.user_counts[user] >= self.config.user_quota:
+        src = source(client_addr[0])
+        if self.user_counts[user] >= self.config.user_quota \
+                or self.source_counts[src] >= self.config.ip_quota:
             return self._error(msg, 486, key)
         lifetime = self._lifetime(msg) or self.config.default_lifetime
-        new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime)
+        new = Allocation(client_key, client_addr, tcp, username, user, key, now + lifetime,
+                         self.policy)
         rate = self.config.max_rate
         if rate > 0:  # before the opener: the edge may copy the buckets (C forwarder)
             burst = max(rate, 65536)
@@ -302,6 +311,7 @@ class TurnServer:
         new.relay_addr = (self.config.relay_ip, relay.port)
         self.allocations[client_key] = new
         self.user_counts[user] += 1
+        self.source_counts[src] += 1
         self.allocations_total += 1
         response = self._success(msg, [
             (c.XOR_RELAYED_ADDRESS, c.xor_address(self.config.relay_ip, relay.port, msg.txid)),
@@ -436,19 +446,8 @@ class TurnServer:
         if raw_peer is None or data is None:
             return
         peer = c.parse_xor_address(raw_peer, msg.txid)
-        if peer is None or peer[0] not in al.perms:
-            self.dropped += 1
-            return
-        if peer[0] in al.restricted and not self.policy.is_own_relay(*peer):
-            self.dropped += 1
-            return
-        n = len(data)
-        if al.up is not None and not al.up.take(n):
-            self.dropped += 1
-            return
-        al.pk_out += 1
-        al.by_out += n
-        al.relay.sendto(data, peer)
+        if peer is not None and al.send_out(peer, data):
+            al.relay.sendto(data, peer)
 
     _handlers: dict[int, Callable[..., bytes | None]] = {
         c.ALLOCATE: _allocate,

@@ -1,38 +1,38 @@
-"""asyncio edges of the TURN server: the UDP listener, TCP connections and relay sockets.
+"""The event-loop edge of the TURN server: the UDP listener, TCP connections, relay sockets.
 
-These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`; the
-relay hot path (ChannelData in -> one dict lookup -> ``sendto``; peer datagram -> one lookup
--> ``sendto``/``write``) is inlined here with no per-packet objects besides the byte slices.
+These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`, relayed
+data to the allocation's decisions (:meth:`Allocation.channel_out` for ChannelData from the
+client, :meth:`Allocation.channel_in` for a peer's datagram); nothing is decided here. The
+other engine, the C forwarder (:mod:`metadata_relay.turn.native`), takes over the UDP listener
+and UDP clients' relay sockets where it is built; TCP clients' relay sockets stay here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
-import struct
-import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import Allocation
-from metadata_relay.turn.batched import BatchedRelay, BatchedUdp
 from metadata_relay.turn.codec import Address
 from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.server import TurnServer
 
-_CD = struct.Struct("!HH").pack
+if TYPE_CHECKING:
+    from metadata_relay.turn.native import NativeUdp
+
 SOCKET_BUFFER = 1 << 20
 LISTENER_BUFFER = 8 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 TCP_MAX_BUFFER = 1 << 17
 TCP_WRITE_LIMIT = 1 << 18
-_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 
-def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
+def udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
     """A non-blocking bound UDP socket with large kernel buffers: beyond net.core.rmem_max
     when the process may (CAP_NET_ADMIN), else up to it. Small buffers overflow under bursts
     (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated."""
@@ -53,11 +53,20 @@ def _udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) ->
     return sock
 
 
+def sendto_quietly(sock: socket.socket, data: bytes, addr: Address) -> None:
+    """``sock.sendto`` that drops the datagram on an error (full buffer, ICMP), as UDP may."""
+    try:  # (not contextlib.suppress: this is on the Send indication path)
+        sock.sendto(data, addr)
+    except OSError:
+        pass
+
+
 class UdpListener(asyncio.DatagramProtocol):
     """The STUN/TURN UDP port: clients' STUN messages and ChannelData."""
 
-    def __init__(self, server: TurnServer) -> None:
+    def __init__(self, server: TurnServer, clock: Callable[[], float]) -> None:
         self.server = server
+        self.clock = clock
         self.allocs = server.allocations
         self.transport: Any = None
 
@@ -74,7 +83,7 @@ class UdpListener(asyncio.DatagramProtocol):
                 return
         except IndexError:
             return
-        response = self.server.handle(data, addr, addr[:2], False, time.time())
+        response = self.server.handle(data, addr, addr[:2], False, self.clock())
         if response is not None:
             self.transport.sendto(response, addr)
 
@@ -85,14 +94,16 @@ class UdpListener(asyncio.DatagramProtocol):
 class TcpConnection(asyncio.Protocol):
     """One TURN-over-TCP control connection: STUN and padded ChannelData frames."""
 
-    def __init__(self, server: TurnServer, connections: set[TcpConnection]) -> None:
+    def __init__(self, server: TurnServer, connections: set[TcpConnection],
+                 clock: Callable[[], float]) -> None:
         self.server = server
         self.connections = connections
+        self.clock = clock
         self.transport: Any = None
         self.addr: Address = ("0.0.0.0", 0)
         self.buf = bytearray()
-        self.idle = 0.0
-        """Seconds without an allocation (advanced by the component's housekeeping)."""
+        self.idle_since = clock()
+        """Since when it has held no allocation (kept current by the component's tick)."""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -129,101 +140,40 @@ class TcpConnection(asyncio.Protocol):
     def _frame(self, frame: bytes) -> None:
         if frame[0] & 0xC0 == 0x40:
             al = self.server.allocations.get(self)
-            if al is None:
-                return
-            peer = al.out_routes.get(frame[0] << 8 | frame[1])
-            if peer is None:
-                return
-            n = frame[2] << 8 | frame[3]
-            b = al.up
-            if b is not None and not b.take(n):
-                return
-            al.pk_out += 1
-            al.by_out += n
-            al.relay.sendto(frame[4 : 4 + n], peer)  # type: ignore[union-attr]
+            out = al.channel_out(frame) if al is not None else None
+            if out is not None:
+                al.relay.sendto(*out)  # type: ignore[union-attr]
             return
-        response = self.server.handle(frame, self, self.addr, True, time.time())
+        response = self.server.handle(frame, self, self.addr, True, self.clock())
         if response is not None and not self.transport.is_closing():
             self.transport.write(response)
 
 
-class _RelayProtocol(asyncio.DatagramProtocol):
-    def __init__(self, al: Allocation, policy_check: Any) -> None:
-        self.al = al
-        self.in_routes = al.in_routes
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def error_received(self, exc: Exception) -> None:
-        pass
-
-    def _indication(self, data: bytes, addr: Any) -> bytes | None:
-        al = self.al
-        if addr[0] not in al.perms:
-            return None
-        return c.data_indication((addr[0], addr[1]), data, random.randbytes(12))
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        """A peer's datagram to the client: ChannelData when the peer has a channel, else a
-        Data indication if it has a permission; charged to the allocation's down bucket."""
-        ch = self.in_routes.get(addr)
-        al = self.al
-        n = len(data)
-        b = al.down
-        if b is not None and not b.take(n):
-            return
-        if ch is not None:
-            frame = self._channel_data(ch, data, n)
-        else:
-            indication = self._indication(data, addr)
-            if indication is None:
-                return
-            frame = indication
-        al.pk_in += 1
-        al.by_in += n
-        self._deliver(frame)
-
-    def _deliver(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        raise NotImplementedError
-
-
-class UdpClientRelay(_RelayProtocol):
-    """Relay socket of an allocation whose client is on UDP."""
+class PeerProtocol(asyncio.DatagramProtocol):
+    """The event-loop side of an allocation's relay socket: each peer datagram goes to the
+    client as :meth:`Allocation.channel_in` decides, through the UDP listener or the client's
+    TCP connection (a slow TCP client loses datagrams, as UDP would)."""
 
     def __init__(self, al: Allocation, listener: Any) -> None:
-        super().__init__(al, None)
+        self.channel_in = al.channel_in
         self.client_addr = al.client_addr
+        self.stream: Any = al.client_key.transport if al.tcp else None  # type: ignore[attr-defined]
         self.listener = listener
 
-    def _deliver(self, data: bytes) -> None:
-        self.listener.sendto(data, self.client_addr)
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        return _CD(ch, n) + data
-
-
-class TcpClientRelay(_RelayProtocol):
-    """Relay socket of an allocation whose client is on TCP (ChannelData padded to 4)."""
-
-    def __init__(self, al: Allocation, stream: Any) -> None:
-        super().__init__(al, None)
-        self.stream = stream
-
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
-            return  # a slow TCP client loses datagrams, as UDP would
-        super().datagram_received(data, addr)
+        stream = self.stream
+        if stream is not None and stream.get_write_buffer_size() > TCP_WRITE_LIMIT:
+            return
+        frame = self.channel_in(data, addr[:2])  # (host, port), also from an IPv6 socket
+        if frame is None:
+            return
+        if stream is None:
+            self.listener.sendto(frame, self.client_addr)
+        else:
+            stream.write(frame)
 
-    def _deliver(self, data: bytes) -> None:
-        self.stream.write(data)
-
-    def _channel_data(self, ch: int, data: bytes, n: int) -> bytes:
-        return _CD(ch, n) + data + _PAD[n & 3]
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
+        pass
 
 
 class UdpRelay:
@@ -231,22 +181,26 @@ class UdpRelay:
     to the event loop right after."""
 
     def __init__(self, sock: socket.socket, port: int, pool: PortPool,
-                 protocol: _RelayProtocol, tasks: set[asyncio.Task[None]]) -> None:
+                 protocol: PeerProtocol, tasks: set[asyncio.Task[None]]) -> None:
         self.port = port
         self.sock = sock
         self.pool = pool
         self.protocol = protocol
         self.transport: Any = None
         self.closed = False
-        self.sendto: Any = self._early_sendto
         self.tasks = tasks
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._attach())
         tasks.add(self.task)
 
-    def _early_sendto(self, data: bytes, addr: Address) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendto(data, addr)
+    def sendto(self, data: bytes, addr: Address) -> None:
+        """Through the event loop's transport once it has the socket; before that, and for an
+        empty payload (which asyncio transports silently skip), straight on the socket."""
+        transport = self.transport
+        if transport is not None and data:
+            transport.sendto(data, addr)
+        else:
+            sendto_quietly(self.sock, data, addr)
 
     async def _attach(self) -> None:
         try:
@@ -257,7 +211,6 @@ class UdpRelay:
                 transport.close()
                 return
             self.transport = transport
-            self.sendto = transport.sendto
         finally:
             if self.task is not None:
                 self.tasks.discard(self.task)
@@ -267,7 +220,6 @@ class UdpRelay:
         if self.closed:
             return
         self.closed = True
-        self.sendto = _discard
         if self.transport is not None:
             self.transport.close()
         elif self.task is not None:
@@ -278,42 +230,34 @@ class UdpRelay:
         self.pool.release(self.port)
 
 
-def _discard(data: bytes, addr: Address) -> None:
-    pass
-
-
 class RelayOpener:
     """Binds a free port of the relay range for a new allocation (``None``: range exhausted).
 
-    With a batched listener (:class:`~metadata_relay.turn.batched.BatchedUdp`, Linux) the relay
-    sockets of UDP clients join its epoll set; otherwise (and for TCP clients) each relay
-    socket is an event-loop datagram endpoint."""
+    With the C forwarder (``native``) the relay sockets of UDP clients join its epoll set;
+    otherwise (and for TCP clients) each relay socket is an event-loop datagram endpoint."""
 
     def __init__(self, bind_ip: str, pool: PortPool) -> None:
         self.bind_ip = bind_ip
         self.family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
         self.pool = pool
         self.listener: Any = None
+        """The UDP listener's transport (how UDP clients' relay sockets reach them)."""
+        self.native: NativeUdp | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, al: Allocation, even: bool = False) -> Any:
         for port in self.pool.candidates(even=even) or ():
             try:
-                sock = _udp_socket(self.family, self.bind_ip, port)
+                sock = udp_socket(self.family, self.bind_ip, port)
             except OSError:
                 continue
             self.pool.take(port)
-            if not al.tcp and isinstance(self.listener, BatchedUdp):
+            if not al.tcp and self.native is not None:
                 try:
-                    return BatchedRelay(self.listener, sock, port, self.pool, al)
+                    return self.native.relay(sock, port, self.pool, al)
                 except (ValueError, MemoryError):  # the C forwarder refused it: no relay
                     sock.close()
                     self.pool.release(port)
                     return None
-            protocol: _RelayProtocol
-            if al.tcp:
-                protocol = TcpClientRelay(al, al.client_key.transport)  # type: ignore[attr-defined]
-            else:
-                protocol = UdpClientRelay(al, self.listener)
-            return UdpRelay(sock, port, self.pool, protocol, self.tasks)
+            return UdpRelay(sock, port, self.pool, PeerProtocol(al, self.listener), self.tasks)
         return None

@@ -45,15 +45,15 @@ def turn_env(allow_loopback: bool = True, **extra: str) -> dict[str, str]:
     return env
 
 
-FORWARDING = pytest.mark.parametrize("forwarding", ["native", "python"])
-"""Run a relaying test over both UDP forwarding paths: the C forwarder and pure Python."""
+FORWARDING = pytest.mark.parametrize("forwarding", ["native", "event-loop"])
+"""Run a relaying test on both UDP engines: the C forwarder and the event-loop edge."""
 
 
 @contextlib.contextmanager
 def turn_service(tmp_path: Path, forwarding: str | None = None, **kw: Any
                  ) -> Iterator[ServiceProcess]:
-    """The service with TURN on loopback; ``forwarding`` ("native"/"python") picks the UDP
-    forwarding path via TURN_NATIVE_FORWARDING and checks the service runs that one."""
+    """The service with TURN on loopback; ``forwarding`` ("native"/"event-loop") picks the
+    UDP engine via TURN_NATIVE_FORWARDING and checks the service runs that one."""
     extra = dict(kw.pop("env", {}))
     if forwarding == "native":
         require_native()
@@ -62,9 +62,8 @@ def turn_service(tmp_path: Path, forwarding: str | None = None, **kw: Any
     svc = start_service(tmp_path, turn_env(**kw, **extra))
     try:
         if forwarding is not None:
-            io = "native" if forwarding == "native" else "batched"
             started = [line for line in svc.log().splitlines() if "turn_started" in line]
-            assert started and f'"udp_io": "{io}"' in started[0], started
+            assert started and f'"udp_io": "{forwarding}"' in started[0], started
         yield svc
     finally:
         svc.stop()
@@ -157,13 +156,16 @@ class StunClient:
     exact control of the bytes; the independent clients are aioice and turnutils_*)."""
 
     def __init__(self, port: int, tcp: bool = False, user: str = "probe",
-                 secret: str = SECRET) -> None:
+                 secret: str = SECRET, ttl: int = 3600, now: float | None = None,
+                 source: str = "127.0.0.1") -> None:
         self.tcp = tcp
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(3)
+        self.sock.bind((source, 0))
         self.sock.connect(("127.0.0.1", port))
-        self.username, password = rest_credential(secret, user, 3600, time.time())
+        self.username, password = rest_credential(secret, user, ttl,
+                                                  time.time() if now is None else now)
         self.key = long_term_key(self.username, REALM, password)
         self.nonce = ""
         self.buf = b""

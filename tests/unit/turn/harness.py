@@ -43,12 +43,12 @@ class RecordingRelay:
 
 class Harness:
     def __init__(self, ports: tuple[int, int] = (50000, 50003), allowed: Sequence[str] = (),
-                 **config: Any) -> None:
+                 relay_ip: str = RELAY_IP, **config: Any) -> None:
         self.pool = PortPool(*ports)
         self.relays: list[RecordingRelay] = []
-        cfg = TurnConfig(realm=REALM, secrets=("s1", "s2"), relay_ip=RELAY_IP, **config)
+        cfg = TurnConfig(realm=REALM, secrets=("s1", "s2"), relay_ip=relay_ip, **config)
         policy = PeerPolicy(DENIED, [ipaddress.ip_network(a) for a in allowed],
-                            own_ips=[RELAY_IP], relay_ports=ports)
+                            own_ips=[relay_ip], relay_ports=ports)
         self.server = TurnServer(cfg, policy, self.open, NonceFactory(600, key=b"n" * 32))
 
     def open(self, al: Allocation, even: bool) -> RecordingRelay | None:

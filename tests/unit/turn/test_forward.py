@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
-from metadata_relay.turn import mmsg, native
+from metadata_relay.turn import native
 from tests.tools import queued_datagrams, require_native
 
 
@@ -32,7 +33,7 @@ def udp(host: str) -> socket.socket:
 
 
 def sa(family: int, addr: Any) -> bytes:
-    return mmsg.address_to_sockaddr(family, addr[0], addr[1])
+    return native.sockaddr(family, addr[0], addr[1])
 
 
 class Rig:
@@ -49,11 +50,11 @@ class Rig:
         self.ep.register(self.relay.fileno(), select.EPOLLIN)
         assert native.Forwarder is not None
         self.fw = native.Forwarder(self.listener.fileno())
-        self.slot = self.fw.open(self.relay.fileno(), sa(self.family, self.client.getsockname()))
+        self.handle = self.fw.open(self.relay.fileno(), sa(self.family, self.client.getsockname()))
 
     def bind(self, channel: int = 0x4000, peer: socket.socket | None = None) -> None:
         p = peer or self.peer
-        self.fw.set_routes(self.slot, [(channel, sa(self.family, p.getsockname()))])
+        self.fw.set_routes(self.handle, [(channel, sa(self.family, p.getsockname()))])
 
     def poll(self) -> list[Any]:
         self.ep.poll(1)  # what is sent on loopback is queued by now; this just waits for it
@@ -81,8 +82,8 @@ def test_bound_channel_is_forwarded_both_ways_and_counted(rig: Rig) -> None:
     rig.peer.sendto(b"hello client", rig.relay.getsockname())
     assert rig.poll() == []
     assert queued_datagrams(rig.client) == [c.channel_data(0x4001, b"hello client")]
-    assert rig.fw.pull(rig.slot) == (1, 10, 1, 12)
-    assert rig.fw.pull(rig.slot) == (0, 0, 0, 0)  # pulled counts are gone from C
+    assert rig.fw.pull(rig.handle) == (1, 10, 1, 12)
+    assert rig.fw.pull(rig.handle) == (0, 0, 0, 0)  # pulled counts are gone from C
 
 
 def test_padding_after_the_payload_is_not_forwarded(rig: Rig) -> None:
@@ -101,17 +102,17 @@ def test_misses_stun_and_unrouted_peers_go_back_to_python(rig: Rig) -> None:
     other.sendto(b"not bound", rig.relay.getsockname())
     back = rig.poll()
     raw_client = rig.client.getsockname()
-    by_fd = {(fd, data) for fd, data, _k, _r in back}
-    assert by_fd == {(rig.listener.fileno(), stun),
-                     (rig.listener.fileno(), c.channel_data(0x4002, b"other channel")),
-                     (rig.relay.fileno(), b"not bound")}
-    for fd, _data, key, raw in back:
+    by_fd = {(fd, handle, data) for fd, handle, data, _k, _r in back}
+    assert by_fd == {(rig.listener.fileno(), 0, stun),
+                     (rig.listener.fileno(), 0, c.channel_data(0x4002, b"other channel")),
+                     (rig.relay.fileno(), rig.handle, b"not bound")}
+    for fd, _h, _data, key, raw in back:
         assert isinstance(raw, bytes)
         expected = raw_client if fd == rig.listener.fileno() else other.getsockname()
-        assert mmsg.sockaddr_to_address(raw) == expected
-        assert key == int.from_bytes(raw[:8], "little")  # the batched edge's IPv4 key
+        assert native.address(raw) == expected
+        assert key == int.from_bytes(raw[:8], sys.byteorder)  # the IPv4 key
     assert queued_datagrams(rig.peer) == [] and queued_datagrams(rig.client) == []
-    assert rig.fw.pull(rig.slot) == (0, 0, 0, 0)
+    assert rig.fw.pull(rig.handle) == (0, 0, 0, 0)
     other.close()
 
 
@@ -123,11 +124,11 @@ def test_replaced_and_cleared_routes_stop_forwarding_at_once(rig: Rig) -> None:
     rig.peer.sendto(b"from old peer", rig.relay.getsockname())
     back = rig.poll()
     assert queued_datagrams(second) == [b"to second"] and queued_datagrams(rig.peer) == []
-    assert [(d) for _f, d, _k, _r in back] == [b"from old peer"]  # Python decides
-    rig.fw.set_routes(rig.slot, [])
+    assert [d for _f, _h, d, _k, _r in back] == [b"from old peer"]  # Python decides
+    rig.fw.set_routes(rig.handle, [])
     assert rig.fw.routes == 0
     rig.client.send(c.channel_data(0x4000, b"stale"))
-    assert [d for _f, d, _k, _r in rig.poll()] == [c.channel_data(0x4000, b"stale")]
+    assert [d for _f, _h, d, _k, _r in rig.poll()] == [c.channel_data(0x4000, b"stale")]
     assert queued_datagrams(second) == []
     second.close()
 
@@ -137,32 +138,50 @@ def test_closed_slot_forgets_routes_and_fd(rig: Rig) -> None:
     rig.client.send(c.channel_data(0x4000, b"x"))
     rig.poll()
     assert queued_datagrams(rig.peer) == [b"x"]
-    assert rig.fw.close(rig.slot) == (1, 1, 0, 0)  # the last counts, settled on close
+    assert rig.fw.close(rig.handle) == (1, 1, 0, 0)  # the last counts, settled on close
     assert rig.fw.routes == 0 and rig.fw.slots == 0
     rig.client.send(c.channel_data(0x4000, b"after close"))
     rig.peer.sendto(b"to a closed relay", rig.relay.getsockname())
     back = rig.poll()
-    assert (rig.listener.fileno(), c.channel_data(0x4000, b"after close")) in {
-        (f, d) for f, d, _k, _r in back}
-    assert (rig.relay.fileno(), None, None, None) in back  # an fd it does not know
+    assert (rig.listener.fileno(), 0, c.channel_data(0x4000, b"after close")) in {
+        (f, h, d) for f, h, d, _k, _r in back}
+    assert (rig.relay.fileno(), 0, None, None, None) in back  # an fd it does not know
     assert queued_datagrams(rig.peer) == []
     with pytest.raises(KeyError):
-        rig.fw.pull(rig.slot)
-    slot = rig.fw.open(rig.relay.fileno(), sa(rig.family, rig.client.getsockname()))
-    assert slot == rig.slot  # slots are reused
+        rig.fw.pull(rig.handle)
+
+
+def test_a_reopened_slot_and_fd_get_a_new_handle(rig: Rig) -> None:
+    """Slots and fds are reused; handles are not: a handle from before a close (and a
+    datagram handed back with it) never matches the allocation opened after it."""
+    client = sa(rig.family, rig.client.getsockname())
+    rig.peer.sendto(b"read for the first", rig.relay.getsockname())
+    [(fd, first, data, _k, _r)] = rig.poll()
+    assert (fd, first, data) == (rig.relay.fileno(), rig.handle, b"read for the first")
+    rig.fw.close(rig.handle)
+    second = rig.fw.open(rig.relay.fileno(), client)  # the same fd, the same slot
+    assert second != first and rig.fw.slots == 1
+    for call in (rig.fw.pull, rig.fw.close):
+        with pytest.raises(KeyError):
+            call(first)
+    with pytest.raises(KeyError):
+        rig.fw.set_routes(first, [])
+    rig.peer.sendto(b"read for the second", rig.relay.getsockname())
+    assert [h for _f, h, _d, _k, _r in rig.poll()] == [second]
+    rig.fw.close(second)
 
 
 def test_buckets_drop_on_the_fast_path_both_ways(rig: Rig) -> None:
     rig.bind()
-    rig.fw.set_tokens(rig.slot, 250.0, 250.0)
+    rig.fw.set_tokens(rig.handle, 250.0, 250.0)
     for _ in range(3):
         rig.client.send(c.channel_data(0x4000, b"u" * 100))
         rig.peer.sendto(b"d" * 100, rig.relay.getsockname())
     assert rig.poll() == []  # dropped, not handed to Python
     assert queued_datagrams(rig.peer) == [b"u" * 100] * 2
     assert len(queued_datagrams(rig.client)) == 2
-    assert rig.fw.pull(rig.slot) == (2, 200, 2, 200)
-    rig.fw.set_tokens(rig.slot, None, None)  # unlimited again
+    assert rig.fw.pull(rig.handle) == (2, 200, 2, 200)
+    rig.fw.set_tokens(rig.handle, None, None)  # unlimited again
     for _ in range(3):
         rig.client.send(c.channel_data(0x4000, b"u" * 100))
     rig.poll()
@@ -177,7 +196,7 @@ def test_datagrams_too_big_for_a_frame_go_back_to_python(rig: Rig) -> None:
     rig.peer.sendto(big, rig.relay.getsockname())
     rig.peer.sendto(b"small", rig.relay.getsockname())
     back = rig.poll()
-    assert [len(d) for _f, d, _k, _r in back] == [len(big)]
+    assert [len(d) for _f, _h, d, _k, _r in back] == [len(big)]
     assert queued_datagrams(rig.client) == [c.channel_data(0x4000, b"small")]
 
 
@@ -197,10 +216,11 @@ def test_ipv6_both_ways() -> None:
         assert queued_datagrams(rig.peer) == [b"six up"]
         assert queued_datagrams(rig.client) == [c.channel_data(0x4ABC, b"six down")]
         rig.client.send(b"\x00\x01 not channel data")
-        [(fd, data, key, raw)] = rig.poll()
-        assert fd == rig.listener.fileno() and data == b"\x00\x01 not channel data"
+        [(fd, handle, data, key, raw)] = rig.poll()
+        assert (fd, handle) == (rig.listener.fileno(), 0)
+        assert data == b"\x00\x01 not channel data"
         assert key == raw and len(raw) == 28  # IPv6: the raw sockaddr is the key
-        assert mmsg.sockaddr_to_address(raw)[1] == rig.client.getsockname()[1]
+        assert native.address(raw)[1] == rig.client.getsockname()[1]
     finally:
         rig.close()
 
@@ -212,7 +232,7 @@ def test_bad_arguments_are_refused_and_keep_the_old_routes(rig: Rig) -> None:
     for bad in ([(0x3FFF, peer)], [(0x8000, peer)], [(0x4000, b"short")],
                 [(0x4000, b"\xff\xff" + bytes(14))], [("x", peer)], [(0x4000,)], None):
         with pytest.raises((ValueError, TypeError)):
-            fw.set_routes(rig.slot, bad)  # type: ignore[arg-type]
+            fw.set_routes(rig.handle, bad)  # type: ignore[arg-type]
     assert fw.routes == 1
     with pytest.raises(ValueError):
         fw.open(rig.relay.fileno(), sa(rig.family, rig.client.getsockname()))  # already open
@@ -222,11 +242,11 @@ def test_bad_arguments_are_refused_and_keep_the_old_routes(rig: Rig) -> None:
         fw.open(-1, sa(rig.family, rig.client.getsockname()))
     with pytest.raises(ValueError):
         fw.open(999, b"\x02\x00" + bytes(2))
-    for slot in (-1, 1, 10**6):
+    for handle in (-1, 0, 1, rig.handle + 1, rig.handle + (1 << 24), 10**30):
         with pytest.raises(KeyError):
-            fw.set_tokens(slot, 1.0, 1.0)
+            fw.set_tokens(handle, 1.0, 1.0)
     with pytest.raises(TypeError):
-        fw.set_tokens(rig.slot, "1", 1.0)
+        fw.set_tokens(rig.handle, "1", 1.0)
     with pytest.raises(OSError):
         fw.poll(10**6)  # not an fd
     rig.client.send(c.channel_data(0x4000, b"still routed"))
@@ -258,7 +278,7 @@ def test_garbage_into_the_listener_never_crashes_and_goes_to_python(data: list[b
             if d:
                 returned.append(d)
         assert queued_datagrams(rig.peer) == forwarded
-        assert [d for _f, d, _k, _r in back] == returned
-        assert rig.fw.pull(rig.slot)[:2] == (len(forwarded), sum(map(len, forwarded)))
+        assert [d for _f, _h, d, _k, _r in back] == returned
+        assert rig.fw.pull(rig.handle)[:2] == (len(forwarded), sum(map(len, forwarded)))
     finally:
         rig.close()

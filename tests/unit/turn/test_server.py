@@ -171,9 +171,31 @@ def test_19_per_user_quota_gets_486(h: Harness) -> None:
     assert code(h2.client(addr=("192.0.2.1", 4), user="bob").allocate()) == 200
 
 
+def test_19_per_source_address_quota_gets_486() -> None:
+    """Issue 13 #5: every session is a new TURN user, so only a per-address cap keeps one
+    source from taking every relay port."""
+    h = Harness(ports=(50000, 50009), ip_quota=3)
+    mallory = [h.client(addr=("192.0.2.1", i + 1), user=f"m{i}") for i in range(4)]
+    assert [code(cl.allocate()) for cl in mallory[:3]] == [200] * 3
+    resp = mallory[3].allocate()
+    assert code(resp) == 486 and signed(resp, mallory[3].key)
+    mapped = h.client(addr=("::ffff:192.0.2.1", 9), user="m9")  # the same address
+    assert code(mapped.allocate()) == 486
+    assert code(h.client(addr=("192.0.2.2", 1), user="newcomer").allocate()) == 200
+    assert len(h.pool) == 6  # the range is not exhausted: the cap fired first
+    assert code(mallory[0].request(c.REFRESH, [(c.LIFETIME, c.uint32(0))])) == 200
+    assert code(mallory[3].allocate()) == 200  # a freed allocation frees quota
+    # IPv6: one /64 is one source
+    six = [h.client(addr=(f"2001:db8:0:1::{i + 1}", 1), user=f"s{i}") for i in range(4)]
+    assert [code(cl.allocate()) for cl in six] == [200, 200, 200, 486]
+    assert code(h.client(addr=("2001:db8:0:2::1", 1), user="other64").allocate()) == 200
+    h.server.tick(T0 + 600)
+    assert h.server.source_counts == {} and h.server.user_counts == {}
+
+
 def test_20_exhausted_relay_range_gets_508_until_a_port_is_freed() -> None:
     h = Harness(ports=(50000, 50003), user_quota=100)
-    clients = [h.client(addr=("192.0.2.1", i + 1)) for i in range(5)]
+    clients = [h.client(addr=(f"192.0.2.{i + 1}", 1)) for i in range(5)]
     assert [code(cl.allocate()) for cl in clients[:4]] == [200] * 4
     assert code(clients[4].allocate()) == 508
     assert code(clients[0].request(c.REFRESH, [(c.LIFETIME, c.uint32(0))])) == 200
@@ -378,23 +400,53 @@ def test_42_thousand_failed_authentications_open_no_relay(h: Harness) -> None:
     assert h.server.auth_failures["bad_integrity"] == 1000
 
 
-def test_45_relay_to_own_relay_ports_only(h: Harness) -> None:
-    cl = allocated(h)  # RELAY_IP is in TEST-NET-3 (denied), like a private relay address
-    assert code(cl.permission((RELAY_IP, 50001))) == 403  # IP-wide: refused
-    assert code(cl.bind(0x4000, (RELAY_IP, 22))) == 403
-    assert code(cl.bind(0x4000, (RELAY_IP, 50001))) == 200
-    cl.send_indication((RELAY_IP, 22), b"host service")
-    cl.send_indication((RELAY_IP, 50002), b"other relay")
-    assert h.relays[0].sent == [(b"other relay", (RELAY_IP, 50002))]
+# RELAY_IP is in TEST-NET-3 (denied), like a private relay address; 8.8.4.4 stands for a
+# public one, which the deny list does not cover (issue 13 #4: every port was open)
+@pytest.mark.parametrize("own", [RELAY_IP, "8.8.4.4"])
+def test_45_relay_to_own_relay_ports_only(own: str) -> None:
+    h = Harness(relay_ip=own)
+    cl = allocated(h)
+    for ip in (own, f"::ffff:{own}"):
+        assert code(cl.permission((ip, 50001))) in (403, 443)  # IP-wide: refused
+    for port in (22, 53, 8472, 10250, 49999, 50004):
+        assert code(cl.bind(0x4000, (own, port))) == 403
+    assert code(cl.bind(0x4000, (own, 50001))) == 200
+    assert cl.allocation().restricted == {own}
+    for port in (22, 53, 8472, 10250, 49999, 50004):
+        cl.send_indication((own, port), b"host service")
+    cl.send_indication((own, 50002), b"other relay")
+    assert h.relays[0].sent == [(b"other relay", (own, 50002))]
 
 
-def test_46_expired_credential_refresh_is_lenient_by_default_strict_on_request() -> None:
-    for strict, expected in ((False, 200), (True, 401)):
-        h = Harness(strict_expiry=strict)
-        cl = h.client(ttl=60)
-        assert code(cl.allocate()) == 200
-        cl.nonce = h.server.nonces.issue(T0 + 120)
-        assert code(cl.request(c.REFRESH, now=T0 + 120)) == expected
+def test_46_expired_credential_gets_a_signed_401_on_every_request(h: Harness) -> None:
+    """Issue 13 #5: Refresh, CreatePermission and ChannelBind kept succeeding after the REST
+    credential's timestamp, so a client could hold its relay port for ever."""
+    cl = h.client(ttl=60)
+    assert code(cl.allocate()) == 200
+    al = cl.allocation()
+    assert code(cl.permission(PUBLIC_PEER, now=T0 + 60)) == 200  # the last valid second
+    later = T0 + 61
+    cl.nonce = h.server.nonces.issue(later)
+    answers = [cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(3600))], now=later),
+               cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(0))], now=later),
+               cl.permission(("8.8.4.4", 1), now=later),
+               cl.bind(0x4000, PUBLIC_PEER, now=later)]
+    for resp in answers:
+        assert code(resp) == 401 and signed(resp, cl.key)  # aioice drops unsigned ones
+        assert resp.text(c.REALM) == "example.org" and resp.text(c.NONCE)
+    assert h.server.auth_failures["expired"] == 4
+    assert al.expires == T0 + 600 and set(al.perms) == {PUBLIC_PEER[0]} and al.channels == {}
+    h.server.tick(T0 + 600)  # nothing extended it: it ends with its lifetime
+    assert h.server.allocations == {} and h.relays[0].closed
+
+
+def test_46_expired_credential_cannot_allocate_even_with_a_valid_signature(h: Harness) -> None:
+    cl = h.client(ttl=60)
+    later = T0 + 61
+    cl.nonce = h.server.nonces.issue(later)
+    resp = cl.allocate(now=later)
+    assert code(resp) == 401 and signed(resp, cl.key)
+    assert h.relays == [] and h.server.auth_failures["expired"] == 1
 
 
 def test_refresh_by_another_user_on_same_5_tuple_gets_437(h: Harness) -> None:

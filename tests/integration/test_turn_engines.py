@@ -1,5 +1,5 @@
-"""The TURN UDP edges: the batched one (listener and relay sockets on one epoll set,
-recvmmsg/sendmmsg; the default on Linux) and the event-loop fallback (``batched=False``).
+"""The two TURN UDP engines: the C forwarder (listener and relay sockets on one epoll set;
+the default where it is built) and the event-loop edge (``native_forwarding=False``).
 
 Bursts queued all at once are relayed complete and in order per flow, both ways; garbage,
 truncated and oversized datagrams inside a batch drop only themselves; IPv6 loopback; sockets,
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
-from metadata_relay.turn import mmsg, native
-from metadata_relay.turn.batched import MAX_UDP, BatchedUdp
+from metadata_relay.turn.allocation import MAX_UDP
 from metadata_relay.turn.component import TurnComponent
+from metadata_relay.turn.native import NativeUdp
 from tests.interop.turn.support import (
     FORWARDING,
     SECRET,
@@ -89,28 +89,19 @@ def component_settings():  # type: ignore[no-untyped-def]
         "TURN_MAX_PORT": str(high), "TURN_ALLOWED_PEERS": "127.0.0.0/8"})
 
 
-EDGES = pytest.mark.parametrize(("batched", "native_fw"), [
-    (True, True), (True, False), (False, False)], ids=["native", "batched", "event-loop"])
+ENGINES = pytest.mark.parametrize("native_fw", [True, False], ids=["native", "event-loop"])
 
 
-def skip_unavailable(batched: bool, native_fw: bool) -> None:
-    if batched and not mmsg.available():
-        pytest.skip("recvmmsg/sendmmsg not available here")
-    if native_fw and not native.available():
+@ENGINES
+async def test_burst_queued_at_once_is_relayed_in_order_per_flow(native_fw: bool) -> None:
+    if native_fw:
         require_native()
-
-
-@EDGES
-async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool,
-                                                                native_fw: bool) -> None:
-    skip_unavailable(batched, native_fw)
     s = component_settings()
-    comp = TurnComponent(s, (SECRET,), batched=batched, native_forwarding=native_fw)
+    comp = TurnComponent(s, (SECRET,), native_forwarding=native_fw)
     await comp.start()
     flows = []
     try:
-        assert isinstance(comp.udp, BatchedUdp) is batched
-        assert (batched and comp.udp.fw is not None) is native_fw
+        assert isinstance(comp.udp, NativeUdp) is native_fw
         for k in range(3):
             cl, peer = Client(s.TURN_PORT, user=f"burst{k}"), sink()
             relay = await asyncio.to_thread(cl.allocate)
@@ -140,11 +131,12 @@ async def test_burst_queued_at_once_is_relayed_in_order_per_flow(batched: bool,
         await comp.stop()
 
 
-@EDGES
-async def test_release_returns_sockets_and_ports(batched: bool, native_fw: bool) -> None:
-    skip_unavailable(batched, native_fw)
+@ENGINES
+async def test_release_returns_sockets_and_ports(native_fw: bool) -> None:
+    if native_fw:
+        require_native()
     s = component_settings()
-    comp = TurnComponent(s, (SECRET,), batched=batched, native_forwarding=native_fw)
+    comp = TurnComponent(s, (SECRET,), native_forwarding=native_fw)
     await comp.start()
     try:
         base = len(os.listdir("/proc/self/fd"))
