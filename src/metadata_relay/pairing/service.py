@@ -27,6 +27,7 @@ from metadata_relay.pairing.ratelimit import Counter as RateCounter
 from metadata_relay.pairing.ratelimit import Rule, SocketCounts, network
 from metadata_relay.pairing.store import Claim, Instance, NodeClaim, PairingStore
 from metadata_relay.turn.credentials import rest_credential
+from metadata_relay.turn.urls import advertised
 
 log = get_logger("metadata_relay.pairing")
 
@@ -118,35 +119,15 @@ def enrich(urls: list[str], public_ip: str | None) -> list[str]:
 
 
 class IceServers:
-    """``ice_servers`` lists from the TURN settings (resolved once): one TURN REST credential
-    per session, the integrated server's STUN, or an external ``TURN_URI``."""
-
-    FALLBACK_STUN = "stun:stun.l.google.com:19302"
+    """``ice_servers`` lists from the TURN settings (resolved once, ``turn/urls.py``): one TURN
+    REST credential per session for the TURN entry, then STUN."""
 
     def __init__(self, settings: Settings, turn_secret: str) -> None:
         self._secret = turn_secret
         self._ttl = settings.TURN_CREDENTIAL_TTL
-        host = settings.turn_public_ip
-        if ":" in host:
-            host = f"[{host}]"
-        local = f"{host}:{settings.TURN_PORT}"
-        self._stun: dict[str, Any] | None = (
-            {"urls": f"stun:{local}"} if settings.TURN_ENABLED else None
-        )
-        self._turn_urls: list[str] | None = None
-        if settings.TURN_URI:
-            uri = settings.TURN_URI
-            tcp = uri if "transport=" in uri else f"{uri}?transport=tcp"
-            self._turn_urls = [uri] if tcp == uri else [uri, tcp]
-            if self._stun is None:
-                scheme, _, rest = uri.partition(":")
-                hostport = rest.split("?", 1)[0]
-                self._stun = {"urls": f"stun:{hostport}"} if scheme == "turn" else None
-        elif settings.TURN_ENABLED:
-            self._turn_urls = [f"turn:{local}", f"turn:{local}?transport=tcp"]
-        else:
-            # No TURN anywhere: only a public STUN server (what mydia falls back to anyway).
-            self._stun = {"urls": self.FALLBACK_STUN}
+        urls = advertised(settings)
+        self._turn_urls = urls.turn
+        self._stun: dict[str, Any] | None = {"urls": urls.stun} if urls.stun else None
 
     def for_session(self, session_id: str, now: float) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = []
