@@ -292,14 +292,20 @@ class SharedStore(PairingStore):
     def _failed(self, what: str, exc: BaseException) -> None:
         log.warning(f"redis_{what}_failed", error=type(exc).__name__)
 
-    async def get_instance(self, instance_id: str) -> Instance | None:
+    async def _read(self, key: str) -> bytes | None:
+        """Redis's value of ``key``; None when it is absent or Redis fails (logged): then
+        this replica's SQLite answers."""
         try:
-            raw = await self.redis.get(f"pairing:inst:{instance_id}")
+            raw: bytes | None = await self.redis.get(key)
         except self.errors as exc:
             self._failed("read", exc)
-        else:
-            if raw is not None:
-                return Instance.from_json(raw, online=False)
+            return None
+        return raw
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        raw = await self._read(f"pairing:inst:{instance_id}")
+        if raw is not None:
+            return Instance.from_json(raw, online=False)
         return await super().get_instance(instance_id)
 
     async def save_instance(self, inst: Instance, now: float) -> None:
@@ -401,15 +407,11 @@ class SharedStore(PairingStore):
         return False
 
     async def node_claim(self, code: str) -> NodeClaim | None:
-        try:
-            raw = await self.redis.get(f"pairing:node:{code}")
-        except self.errors as exc:
-            self._failed("read", exc)
-        else:
-            if raw == self.TOMBSTONE:
-                return None
-            if raw is not None:
-                return NodeClaim.from_json(raw)
+        raw = await self._read(f"pairing:node:{code}")
+        if raw == self.TOMBSTONE:
+            return None
+        if raw is not None:
+            return NodeClaim.from_json(raw)
         return await super().node_claim(code)
 
     async def delete_node_claim(self, code: str) -> None:

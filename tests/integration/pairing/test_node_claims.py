@@ -15,6 +15,7 @@ from metadata_relay.pairing.protocol import NODE_ADDR_MAX_BYTES, NODE_ADDR_MAX_D
 from tests.doubles.clock import ManualClock
 from tests.integration.pairing.conftest import RELAY_ENV
 from tests.integration.pairing.helpers import Relay, create_claim, new_key, register_ws
+from tests.redis_server import redis_server
 from tests.relay_server import DB_NAME, client, serve_relay, streamed_json
 
 NODE_ADDR = '{"id":"ae58ff88","addrs":[{"Relay":"https://relay.example/"}]}'
@@ -165,3 +166,24 @@ async def test_node_claims_survive_a_restart(tmp_path: Path) -> None:
         status, found, _ = await Relay(url, clock).request(
             "GET", f"/pairing/claim/{body['claim_code']}")
     assert status == 200 and found == {"node_addr": '{"id": "x"}'}
+
+
+async def test_redis_down_the_replica_serves_its_own_codes(tmp_path: Path) -> None:
+    """Scale-out with Redis gone: codes made on this replica are kept, resolved and deleted
+    in its SQLite; nothing fails."""
+    with redis_server(tmp_path) as redis:
+        async with serve_relay(tmp_path, {**RELAY_ENV, "REDIS_URL": redis.url}) as url:
+            relay = Relay(url)
+            _, body = await offer(relay, "81.2.77.1")
+            before = body["claim_code"]
+            redis.stop()
+            status, body = await offer(relay, "81.2.77.2")
+            assert status == 200
+            code = body["claim_code"]
+            for known in (before, code):
+                status, found, _ = await relay.request("GET", f"/pairing/claim/{known}")
+                assert status == 200 and found == {"node_addr": NODE_ADDR}
+            status, _, _ = await relay.request("DELETE", f"/pairing/claim/{code}")
+            assert status == 204
+            status, _, _ = await relay.request("GET", f"/pairing/claim/{code}")
+            assert status == 404
