@@ -68,6 +68,7 @@ def turn_credentials(
 
     from metadata_relay.storage.sqlite import Database
     from metadata_relay.turn.credentials import rest_credential
+    from metadata_relay.turn.urls import advertised
 
     settings = settings_or_exit()
 
@@ -81,12 +82,8 @@ def turn_credentials(
     secret = asyncio.run(resolve())
     lifetime = ttl if ttl is not None else settings.TURN_CREDENTIAL_TTL
     username, password = rest_credential(secret, user, lifetime, time.time())
-    host = settings.turn_public_ip
-    host = f"[{host}]" if ":" in host else host
-    uris = [settings.TURN_URI] if settings.TURN_URI else [
-        f"turn:{host}:{settings.TURN_PORT}?transport=udp",
-        f"turn:{host}:{settings.TURN_PORT}?transport=tcp",
-    ]
+    # the URLs players get in ice_servers, in the same order
+    uris = advertised(settings).turn
     typer.echo(json.dumps({"username": username, "password": password, "ttl": lifetime,
                            "realm": settings.TURN_REALM, "uris": uris}))
 

@@ -84,6 +84,7 @@ DEFAULT_DENIED_PEERS = ",".join((
 ))
 
 
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _CONTACT_MAIL = re.compile(r"[!-~]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", re.ASCII)
 
 
@@ -197,6 +198,10 @@ class Settings(BaseSettings):
         default=DEFAULT_DENIED_PEERS  # type: ignore[arg-type]
     )
     TURN_URI: str | None = None
+    # TURN over TLS: the host name a TLS-terminating proxy (Traefik on 443) routes to the
+    # integrated server's TCP listener; adds a turns: URL to the ICE servers
+    TURN_TLS_HOST: str | None = None
+    TURN_TLS_PORT: int = Field(443, ge=1, le=65535)
 
     # network edge
     TRUSTED_PROXIES: Annotated[tuple[Network, ...], NoDecode] = Field(
@@ -253,6 +258,19 @@ class Settings(BaseSettings):
             raise ValueError(f"not a turn: URI: {v!r}")
         return v
 
+    @field_validator("TURN_TLS_HOST")
+    @classmethod
+    def _tls_host(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        name = v.lower().removesuffix(".")
+        labels = name.split(".")
+        if (len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels)
+                or labels[-1].isdigit()):
+            raise ValueError("not a host name (the TLS certificate's name, without scheme "
+                             "or port)")
+        return name
+
     @field_validator(
         "TMDB_API_KEY", "TVDB_API_KEY", "TVDB_PIN", "RELAY_TOKEN_SECRET", "TURN_SECRET",
         "OPENSUBTITLES_API_KEY", "OPENSUBTITLES_USERNAME", "OPENSUBTITLES_PASSWORD",
@@ -302,6 +320,17 @@ class Settings(BaseSettings):
                 "TURN_MIN_PORT: greater than TURN_MAX_PORT "
                 f"({self.TURN_MIN_PORT} > {self.TURN_MAX_PORT})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_route(self) -> Settings:
+        # turns: describes the integrated server's TLS route; it has no meaning elsewhere
+        if self.TURN_TLS_HOST and self.TURN_URI:
+            raise ValueError("TURN_TLS_HOST: names the integrated TURN server's TLS route; "
+                             "unset it when TURN_URI points at another server")
+        if self.TURN_TLS_HOST and not self.TURN_ENABLED:
+            raise ValueError("TURN_TLS_HOST: set, but the integrated TURN server is off "
+                             "(TURN_ENABLED=false)")
         return self
 
     @property

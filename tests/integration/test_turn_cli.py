@@ -39,9 +39,21 @@ def test_credential_from_configured_secret(tmp_path: Path) -> None:
     expected = base64.b64encode(hmac.new(b"cli-secret", username.encode(), hashlib.sha1)
                                 .digest()).decode()
     assert cred["password"] == expected
-    assert cred["uris"] == ["turn:198.51.100.4:3478?transport=udp",
-                            "turn:198.51.100.4:3478?transport=tcp"]
+    assert cred["uris"] == ["turn:198.51.100.4:3478", "turn:198.51.100.4:3478?transport=tcp"]
     assert "cli-secret" not in json.dumps(cred)
+
+
+def test_uris_are_those_players_get(tmp_path: Path) -> None:
+    """The URLs of the TURN entry in ice_servers, in their order: turns: with TURN_TLS_HOST,
+    the external server with TURN_URI, none with TURN off."""
+    base = {"TURN_SECRET": "cli-secret", "SQLITE_DB_PATH": str(tmp_path / "r.db"),
+            "TURN_PUBLIC_IP": "198.51.100.4", "TURN_PORT": "3478"}
+    tls = run_cli({**base, "TURN_TLS_HOST": "turn.example.com"})
+    assert tls["uris"] == ["turn:198.51.100.4:3478", "turn:198.51.100.4:3478?transport=tcp",
+                           "turns:turn.example.com:443?transport=tcp"]
+    ext = run_cli({**base, "TURN_URI": "turn:coturn.example:3478"})
+    assert ext["uris"] == ["turn:coturn.example:3478", "turn:coturn.example:3478?transport=tcp"]
+    assert run_cli({**base, "TURN_ENABLED": "false"})["uris"] == []
 
 
 def test_credential_from_stored_secret_is_accepted_by_the_server(tmp_path: Path) -> None:

@@ -50,7 +50,11 @@ def test_lists_and_empty_values() -> None:
     ("MUSICBRAINZ_MAX_RPS", "0"), ("UPSTREAM_CONTACT", "call me"),
     ("UPSTREAM_CONTACT", "ops@"), ("UPSTREAM_CONTACT", "https://x.org/\x1b"),
     ("CACHE_ENTRY_MAX_BYTES", "10"), ("CRASH_REPORTS_MAX", "0"),
-    ("CRASH_REPORTS_MAX_AGE_DAYS", "-1"),
+    ("CRASH_REPORTS_MAX_AGE_DAYS", "-1"), ("TURN_TLS_HOST", "203.0.113.9"),
+    ("TURN_TLS_HOST", "https://turn.example.com"), ("TURN_TLS_HOST", "turn.example.com:443"),
+    ("TURN_TLS_HOST", "turn_1.example.com"), ("TURN_TLS_HOST", "-turn.example.com"),
+    ("TURN_TLS_HOST", "turn..example.com"), ("TURN_TLS_HOST", "x" * 64 + ".example.com"),
+    ("TURN_TLS_PORT", "0"), ("TURN_TLS_PORT", "65536"), ("TURN_TLS_PORT", "https"),
 ])
 def test_bad_values_name_the_variable_in_one_line(var: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -77,3 +81,17 @@ def test_provider_defaults_and_contacts() -> None:
                     "ops@example.org"):
         assert load_settings({"UPSTREAM_CONTACT": contact}).UPSTREAM_CONTACT == contact
     assert load_settings({"OPENSUBTITLES_PASSWORD": ""}).OPENSUBTITLES_PASSWORD is None
+
+
+def test_turn_over_tls_settings() -> None:
+    s = load_settings({})
+    assert s.TURN_TLS_HOST is None and s.TURN_TLS_PORT == 443
+    s = load_settings({"TURN_TLS_HOST": "TURN.Example.com.", "TURN_TLS_PORT": "5349"})
+    assert (s.TURN_TLS_HOST, s.TURN_TLS_PORT) == ("turn.example.com", 5349)
+    assert load_settings({"TURN_TLS_HOST": ""}).TURN_TLS_HOST is None
+    # it names the integrated server's TLS route: meaningless with TURN_URI or TURN off
+    for other in ({"TURN_URI": "turn:coturn.example:3478"}, {"TURN_ENABLED": "false"}):
+        with pytest.raises(ConfigError) as err:
+            load_settings({"TURN_TLS_HOST": "turn.example.com", **other})
+        assert str(err.value).startswith("invalid configuration: TURN_TLS_HOST:")
+        assert "\n" not in str(err.value)

@@ -81,20 +81,23 @@ class PairingComponent:
         await self.hub.stop()
 
     async def sweep(self) -> dict[str, int]:
-        """One clean-up pass: delete old claims, mark silent instances offline (instances
-        connected here refresh ``last_seen_at`` so other readers see them alive), prune
-        rate-limit state."""
+        """One clean-up pass: delete old claims and expired node claims, mark silent
+        instances offline (instances connected here refresh ``last_seen_at`` so other readers
+        see them alive), prune rate-limit state."""
         now = self.clock.time()
         limits = self.limits
         deleted = await self.store.delete_old_claims(now, limits.claim_retention)
+        nodes = await self.store.delete_expired_node_claims(now)
         keep = self.hub.local_instance_ids()
         offline = await self.store.mark_silent_offline(now, limits.offline_after, keep)
         for iid in keep:
             await self.store.seen(iid, now)
         self.service.prune()
-        if deleted or offline:
-            log.info("pairing_cleanup", claims_deleted=deleted, marked_offline=len(offline))
-        return {"claims_deleted": deleted, "marked_offline": len(offline)}
+        if deleted or nodes or offline:
+            log.info("pairing_cleanup", claims_deleted=deleted, node_claims_deleted=nodes,
+                     marked_offline=len(offline))
+        return {"claims_deleted": deleted, "node_claims_deleted": nodes,
+                "marked_offline": len(offline)}
 
     async def _run_cleanup(self) -> None:
         while True:

@@ -2,7 +2,8 @@
 
 Guessing claim codes (README, "Claim codes"): a code has 40 bits; failed redemptions count
 per client IP and per network prefix (/24 IPv4, /48 IPv6), never globally, so guessers
-cannot lock anyone else out; valid redemptions count against their own, generous limit.
+cannot lock anyone else out; valid redemptions count against their own, generous limit. The
+node claims of current mydia (``/pairing/claim``) share both budgets with the claim codes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ class PairingLimits:
     guesses_per_ip: int = 5          # failed redemptions per client IP
     guesses_per_prefix: int = 20     # failed redemptions per /24 (IPv4) or /48 (IPv6)
     redemptions_per_ip: int = 30     # valid redemptions per client IP
+    # node claims (current mydia, ``POST /pairing/claim``): created per client IP and per
+    # network prefix per minute, and at most this many live at once on a replica (each holds
+    # up to 4 KiB). Their lookups share the claim-code guess and redemption limits above.
+    node_claims_per_ip: int = 10
+    node_claims_per_prefix: int = 60
+    node_claims_live: int = 20_000
     # instance identity: a socket that sent an app-level frame this recently is alive (mydia
     # pings 30 s after each pong and gives up after 10 s more: at most 40 s between pings)
     alive_window: float = 50.0

@@ -288,6 +288,68 @@ def claim_ttl(raw: object) -> int | None:
     return min(ttl, MAX_CLAIM_TTL)
 
 
+# --- node claims (current mydia: iroh) ------------------------------------------------------
+# ``POST /pairing/claim {"node_addr": "<JSON text>"}`` gives a claim code that resolves to
+# that text (``GET /pairing/claim/{code}``). The text is an iroh ``EndpointAddr`` whose shape
+# changes between iroh versions: it is bounded and must be JSON, its fields are never read.
+
+NODE_CLAIM_TTL = 300
+NODE_ADDR_MAX_BYTES = 4096  # UTF-8 bytes; mydia's EndpointAddr is a few hundred
+NODE_ADDR_MAX_DEPTH = 32    # nesting of arrays and objects; an EndpointAddr has 3
+
+
+class InvalidNodeAddr(ValueError):
+    """Why a ``node_addr`` was refused (the message is for the 400 answer)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def node_addr(value: object) -> str:
+    """``node_addr`` as it is stored and handed back, unchanged; :class:`InvalidNodeAddr`
+    unless it is a string of at most :data:`NODE_ADDR_MAX_BYTES` bytes of UTF-8 that parses
+    as strict JSON (no ``NaN``/``Infinity``) nested at most :data:`NODE_ADDR_MAX_DEPTH`
+    deep."""
+    if value is None:
+        raise InvalidNodeAddr("is required")
+    if not isinstance(value, str):
+        raise InvalidNodeAddr("must be a string (the node address as JSON text)")
+    if len(value) > NODE_ADDR_MAX_BYTES:
+        raise InvalidNodeAddr(f"must be at most {NODE_ADDR_MAX_BYTES} bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: cannot be stored or sent as UTF-8
+        raise InvalidNodeAddr("must be valid UTF-8") from None
+    if size > NODE_ADDR_MAX_BYTES:
+        raise InvalidNodeAddr(f"must be at most {NODE_ADDR_MAX_BYTES} bytes")
+    try:
+        parsed = json.loads(value, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise InvalidNodeAddr("must be JSON text") from None
+    if _depth(parsed) > NODE_ADDR_MAX_DEPTH:
+        raise InvalidNodeAddr(f"must be nested at most {NODE_ADDR_MAX_DEPTH} deep")
+    return value
+
+
+def _depth(doc: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON document (iteratively)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 # --- instance tokens ------------------------------------------------------------------------
 # HMAC-SHA256 (key RELAY_TOKEN_SECRET) over ``{instance_id, iat, exp}``. Wire form (as the
 # original): base64url-no-padding of ``"<json>.<signature>"`` where the signature is

@@ -1,5 +1,5 @@
-"""Pairing REST API (``/relay/...``) and the two WebSocket endpoints, built around the
-service they are given."""
+"""Pairing REST API (``/relay/...``), the two WebSocket endpoints, and the node claims of
+current mydia (``/pairing/claim``), built around the service they are given."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from metadata_relay.http.bodies import InvalidJson, read_json_object
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing import protocol
 from metadata_relay.pairing.ratelimit import retry_after_header
-from metadata_relay.pairing.service import Limited, PairingService
+from metadata_relay.pairing.service import Busy, Limited, PairingService
 from metadata_relay.pairing.sockets import ClientSocket, InstanceSocket, SocketEndpoint
 from metadata_relay.pairing.store import iso
 
 log = get_logger("metadata_relay.pairing.routes")
 
 MAX_BODY = 16 * 1024
+# A node claim's body: any node_addr within its bound fits even with every byte escaped as
+# \u00XX (6 bytes), so an oversized node_addr is a 400 and only a larger body a 413.
+MAX_NODE_CLAIM_BODY = 6 * protocol.NODE_ADDR_MAX_BYTES + 1024
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
@@ -46,10 +49,11 @@ def _rate_limited(wait: float) -> JSONResponse:
         status_code=429, headers={"retry-after": str(n)})
 
 
-async def _json_body(request: Request, *, optional: bool = False) -> dict[str, Any] | None:
-    """The body as a JSON object, None when it is not one; over MAX_BODY: 413 (raised)."""
+async def _json_body(request: Request, *, optional: bool = False,
+                     limit: int = MAX_BODY) -> dict[str, Any] | None:
+    """The body as a JSON object, None when it is not one; over ``limit``: 413 (raised)."""
     try:
-        return await read_json_object(request, MAX_BODY, optional=optional)
+        return await read_json_object(request, limit, optional=optional)
     except InvalidJson:
         return None
 
@@ -184,7 +188,49 @@ def routes(svc: PairingService) -> list[BaseRoute]:
             body["public_key"] = protocol.encode_key(inst.public_key)
         return JSONResponse(body)
 
+    # --- current mydia (iroh era): POST, GET and DELETE /pairing/claim ------------------
+
+    async def create_node_claim(request: Request) -> Response:
+        limited = await svc.node_claim_allowed(svc.client_ip(request.scope))
+        if limited:
+            return _rate_limited(limited.wait)
+        data = await _json_body(request, limit=MAX_NODE_CLAIM_BODY)
+        if data is None:
+            return _invalid("Request body must be a JSON object")
+        try:
+            node_addr = protocol.node_addr(data.get("node_addr"))
+        except protocol.InvalidNodeAddr as exc:
+            return _invalid(f"node_addr: {exc}")
+        claim = await svc.create_node_claim(node_addr)
+        if isinstance(claim, Busy):
+            n = retry_after_header(claim.wait)
+            return JSONResponse(
+                {"error": "busy", "message": "Too many pairing codes pending; try again later",
+                 "retry_after": n}, status_code=503, headers={"retry-after": str(n)})
+        if claim is None:
+            return _error(500, "internal_error", "No claim code available; try again")
+        return JSONResponse({"claim_code": claim.code})
+
+    async def resolve_node_claim(request: Request) -> Response:
+        found = await svc.resolve_node_claim(svc.client_ip(request.scope),
+                                             request.path_params["code"])
+        if isinstance(found, Limited):
+            return _rate_limited(found.wait)
+        if found is None:
+            return _error(404, "not_found", "Invalid or expired claim code")
+        return JSONResponse({"node_addr": found.node_addr}, headers={"cache-control": "no-store"})
+
+    async def delete_node_claim(request: Request) -> Response:
+        limited = await svc.delete_node_claim(svc.client_ip(request.scope),
+                                              request.path_params["code"])
+        if limited:
+            return _rate_limited(limited.wait)
+        return Response(status_code=204)
+
     return [
+        Route("/pairing/claim", create_node_claim, methods=["POST"]),
+        Route("/pairing/claim/{code}", resolve_node_claim, methods=["GET"]),
+        Route("/pairing/claim/{code}", delete_node_claim, methods=["DELETE"]),
         Route("/relay/instances", register_instance, methods=["POST"]),
         Route("/relay/instances/{instance_id}/heartbeat", heartbeat, methods=["PUT"]),
         Route("/relay/instances/{instance_id}/claim", create_claim, methods=["POST"]),

@@ -1,5 +1,6 @@
 """Pairing operations shared by the REST routes and both sockets: instance identity
-(registration), claims (create, redeem under guess limits, consume), sessions (ICE servers,
+(registration), claims (create, redeem under guess limits, consume), node claims of current
+mydia (create, look up and delete under the same guess limits), sessions (ICE servers,
 relaying through the hub), and the direct-URL enrichment of redemptions.
 
 Sockets and routes parse and answer; this module decides; the store keeps; the hub routes.
@@ -24,8 +25,9 @@ from metadata_relay.pairing.hub import Delivery, InstancePeer, LocalHub
 from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.pairing.ratelimit import Counter as RateCounter
 from metadata_relay.pairing.ratelimit import Rule, SocketCounts, network
-from metadata_relay.pairing.store import Claim, Instance, PairingStore
+from metadata_relay.pairing.store import Claim, Instance, NodeClaim, PairingStore
 from metadata_relay.turn.credentials import rest_credential
+from metadata_relay.turn.urls import advertised
 
 log = get_logger("metadata_relay.pairing")
 
@@ -57,6 +59,13 @@ class Secrets(Protocol):
 @dataclass(frozen=True)
 class Limited:
     """Refused by a rate limit: retry after ``wait`` seconds."""
+
+    wait: float
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Refused because a bound on live state is reached: retry after ``wait`` seconds."""
 
     wait: float
 
@@ -110,35 +119,15 @@ def enrich(urls: list[str], public_ip: str | None) -> list[str]:
 
 
 class IceServers:
-    """``ice_servers`` lists from the TURN settings (resolved once): one TURN REST credential
-    per session, the integrated server's STUN, or an external ``TURN_URI``."""
-
-    FALLBACK_STUN = "stun:stun.l.google.com:19302"
+    """``ice_servers`` lists from the TURN settings (resolved once, ``turn/urls.py``): one TURN
+    REST credential per session for the TURN entry, then STUN."""
 
     def __init__(self, settings: Settings, turn_secret: str) -> None:
         self._secret = turn_secret
         self._ttl = settings.TURN_CREDENTIAL_TTL
-        host = settings.turn_public_ip
-        if ":" in host:
-            host = f"[{host}]"
-        local = f"{host}:{settings.TURN_PORT}"
-        self._stun: dict[str, Any] | None = (
-            {"urls": f"stun:{local}"} if settings.TURN_ENABLED else None
-        )
-        self._turn_urls: list[str] | None = None
-        if settings.TURN_URI:
-            uri = settings.TURN_URI
-            tcp = uri if "transport=" in uri else f"{uri}?transport=tcp"
-            self._turn_urls = [uri] if tcp == uri else [uri, tcp]
-            if self._stun is None:
-                scheme, _, rest = uri.partition(":")
-                hostport = rest.split("?", 1)[0]
-                self._stun = {"urls": f"stun:{hostport}"} if scheme == "turn" else None
-        elif settings.TURN_ENABLED:
-            self._turn_urls = [f"turn:{local}", f"turn:{local}?transport=tcp"]
-        else:
-            # No TURN anywhere: only a public STUN server (what mydia falls back to anyway).
-            self._stun = {"urls": self.FALLBACK_STUN}
+        urls = advertised(settings)
+        self._turn_urls = urls.turn
+        self._stun: dict[str, Any] | None = {"urls": urls.stun} if urls.stun else None
 
     def for_session(self, session_id: str, now: float) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = []
@@ -173,6 +162,8 @@ class PairingService:
         self.guess_ip = Rule("guess_ip", limits.guesses_per_ip)
         self.guess_net = Rule("guess_net", limits.guesses_per_prefix)
         self.redeem_rule = Rule("redeem_ip", limits.redemptions_per_ip)
+        self.node_claim_ip = Rule("node_claims_ip", limits.node_claims_per_ip)
+        self.node_claim_net = Rule("node_claims_net", limits.node_claims_per_prefix)
         self.counters: dict[str, int] = {}
 
     def start(self) -> None:
@@ -187,15 +178,44 @@ class PairingService:
     def client_ip(self, scope: Scope) -> str:
         return client_ip(scope, self.settings.TRUSTED_PROXIES)
 
-    async def gate(self, rule: Rule, key: str) -> float:
-        """Count one event for ``key`` under ``rule``; seconds to wait when over the limit."""
+    async def gate(self, rule: Rule, key: str, *more: tuple[Rule, str]) -> float:
+        """Count one event for ``key`` under ``rule`` (and each further ``(rule, key)``) when
+        every one is under its limit; else count nothing and return seconds to wait."""
         now = self.clock.time()
-        wait = await self.counter.over(rule, key, now)
+        pairs = ((rule, key), *more)
+        wait = await self._over(pairs, now)
         if wait:
-            RATE_LIMITED.labels(rule.name).inc()
             return wait
-        await self.counter.add(rule, key, now)
+        for r, k in pairs:
+            await self.counter.add(r, k, now)
         return 0.0
+
+    async def _over(self, pairs: tuple[tuple[Rule, str], ...], now: float) -> float:
+        for rule, key in pairs:
+            wait = await self.counter.over(rule, key, now)
+            if wait:
+                RATE_LIMITED.labels(rule.name).inc()
+                return wait
+        return 0.0
+
+    # --- guessing: claim codes and node claims share these budgets ------------------------
+
+    async def guess_allowed(self, ip: str) -> Limited | None:
+        """Refused (429) while this address or its network prefix has used its failed
+        guesses, or the address its valid redemptions."""
+        wait = await self._over(((self.guess_ip, ip), (self.guess_net, network(ip)),
+                                 (self.redeem_rule, ip)), self.clock.time())
+        return Limited(wait) if wait else None
+
+    async def guessed(self, ip: str, found: bool) -> None:
+        """A failed guess counts against both guess limits; a valid code only against the
+        separate, generous redemption limit."""
+        now = self.clock.time()
+        if found:
+            await self.counter.add(self.redeem_rule, ip, now)
+            return
+        await self.counter.add(self.guess_ip, ip, now)
+        await self.counter.add(self.guess_net, network(ip), now)
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -304,32 +324,22 @@ class PairingService:
         return None
 
     async def redeem(self, ip: str, raw_code: object) -> Redemption | Limited | None:
-        """Look a code up without consuming it; None for unknown, expired and consumed alike.
-
-        Refused (429) while this address or its network prefix has used its failed guesses,
-        or the address its valid redemptions. A failed guess counts against both guess
-        limits; a valid code only against the separate, generous redemption limit.
-        """
+        """Look a code up without consuming it; None for unknown, expired and consumed alike,
+        under the guess limits (:meth:`guess_allowed`, :meth:`guessed`)."""
+        limited = await self.guess_allowed(ip)
+        if limited:
+            return limited
         now = self.clock.time()
-        net = network(ip)
-        counter = self.counter
-        for rule, key in ((self.guess_ip, ip), (self.guess_net, net), (self.redeem_rule, ip)):
-            wait = await counter.over(rule, key, now)
-            if wait:
-                RATE_LIMITED.labels(rule.name).inc()
-                return Limited(wait)
         code = protocol.normalise_code(raw_code)
         claim = await self.store.claim_by_code(code) if code else None
         inst = None
         if claim is not None and claim.redeemable(now):
             inst = await self.store.get_instance(claim.instance_id)
+        await self.guessed(ip, claim is not None and inst is not None)
         if claim is None or inst is None:
-            await counter.add(self.guess_ip, ip, now)
-            await counter.add(self.guess_net, net, now)
             AUTH_FAILURES.labels("claim_code").inc()
             self.count("redeem_failed")
             return None
-        await counter.add(self.redeem_rule, ip, now)
         self.count("redeemed")
         online = await self.hub.instance_online(inst.instance_id)
         return Redemption(claim, inst, online, enrich(inst.direct_urls, inst.public_ip))
@@ -357,6 +367,64 @@ class PairingService:
         if ok:
             self.count("claim_consumed")
         return ok
+
+    # --- node claims (current mydia: POST/GET/DELETE /pairing/claim) ----------------------
+
+    async def node_claim_allowed(self, ip: str) -> Limited | None:
+        """Count one creation for the address and its network prefix; 429 over either."""
+        wait = await self.gate(self.node_claim_ip, ip, (self.node_claim_net, network(ip)))
+        return Limited(wait) if wait else None
+
+    async def create_node_claim(self, node_addr: str) -> NodeClaim | Busy | None:
+        """A fresh code for ``node_addr`` (validated by :func:`protocol.node_addr`), live
+        :data:`protocol.NODE_CLAIM_TTL` seconds; Busy while this replica holds its maximum
+        of live node claims; None when no free code was drawn (never in practice)."""
+        now = self.clock.time()
+        if await self.store.live_node_claims(now) >= self.limits.node_claims_live:
+            RATE_LIMITED.labels("node_claims_live").inc()
+            return Busy(60.0)
+        for _ in range(8):
+            claim = NodeClaim(protocol.new_code(), node_addr, now + protocol.NODE_CLAIM_TTL)
+            if await self.store.create_node_claim(claim, now):
+                self.count("node_claim_created")
+                log.info("node_claim_created", code=protocol.redacted(claim.code),
+                         ttl=protocol.NODE_CLAIM_TTL)
+                return claim
+        return None
+
+    async def resolve_node_claim(self, ip: str, raw_code: object) -> NodeClaim | Limited | None:
+        """The live node claim of a typed code, under the guess limits; None for unknown,
+        malformed and expired codes alike."""
+        limited = await self.guess_allowed(ip)
+        if limited:
+            return limited
+        claim = await self._live_node_claim(raw_code)
+        await self.guessed(ip, claim is not None)
+        if claim is None:
+            AUTH_FAILURES.labels("node_claim_code").inc()
+            self.count("node_claim_lookup_failed")
+            return None
+        self.count("node_claim_resolved")
+        return claim
+
+    async def delete_node_claim(self, ip: str, raw_code: object) -> Limited | None:
+        """Delete a node claim (anyone holding the code may, as in the original); counted
+        like a lookup, so it is never a cheaper way to guess or to destroy others' codes."""
+        limited = await self.guess_allowed(ip)
+        if limited:
+            return limited
+        claim = await self._live_node_claim(raw_code)
+        await self.guessed(ip, claim is not None)
+        if claim is not None:
+            await self.store.delete_node_claim(claim.code)
+            self.count("node_claim_deleted")
+            log.info("node_claim_deleted", code=protocol.redacted(claim.code))
+        return None
+
+    async def _live_node_claim(self, raw_code: object) -> NodeClaim | None:
+        code = protocol.normalise_code(raw_code)
+        claim = await self.store.node_claim(code) if code else None
+        return claim if claim is not None and claim.live(self.clock.time()) else None
 
     # --- sessions -------------------------------------------------------------------------
 

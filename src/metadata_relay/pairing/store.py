@@ -1,16 +1,18 @@
 """Where instance records and claims live.
 
-:class:`PairingStore` holds every SQL statement (tables ``relay_instances`` and
-``relay_claims``); each call is one committed statement. :class:`SharedStore` (scale-out) puts
-the records every replica must see in Redis too (``pairing:inst:<id>``,
+:class:`PairingStore` holds every SQL statement (tables ``relay_instances``, ``relay_claims``
+and ``node_claims``); each call is one committed statement. :class:`SharedStore` (scale-out)
+puts the records every replica must see in Redis too (``pairing:inst:<id>``,
 ``pairing:claim:<code>``, ``pairing:claimid:<id>``; single use is one ``SET NX`` on
-``pairing:used:<claim id>``) and keeps the replica's durable copy in SQLite. Which one runs is
-decided by the backend factory (``component.py``).
+``pairing:used:<claim id>``; ``pairing:node:<code>``, replaced by a tombstone when deleted)
+and keeps the replica's durable copy in SQLite. Which one runs is decided by the backend
+factory (``component.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -81,6 +83,26 @@ class Claim:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Claim:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class NodeClaim:
+    """A claim code of current mydia: resolves to ``node_addr`` (JSON text, kept as given)
+    until ``expires_at``."""
+
+    code: str
+    node_addr: str
+    expires_at: float
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> NodeClaim:
         return cls(**json.loads(text))
 
 
@@ -198,6 +220,34 @@ class PairingStore:
             (iso(now), device_id, claim.claim_id, claim.instance_id))
         return n == 1
 
+    # --- node claims (current mydia) ------------------------------------------------------
+
+    async def create_node_claim(self, claim: NodeClaim, now: float) -> bool:
+        """Store ``claim``; False when its code is live already (the caller draws another).
+        An expired row that the clean-up has not reached yet is replaced."""
+        n = await self.db.execute(
+            "INSERT INTO node_claims (code, node_addr, expires_at, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(code) DO UPDATE SET "
+            "node_addr = excluded.node_addr, expires_at = excluded.expires_at, "
+            "created_at = excluded.created_at WHERE node_claims.expires_at <= ?",
+            (claim.code, claim.node_addr, claim.expires_at, now, now))
+        return n == 1
+
+    async def node_claim(self, code: str) -> NodeClaim | None:
+        """The claim of ``code``, expired or not (the caller compares ``expires_at``)."""
+        row = await self.db.fetchone(
+            "SELECT code, node_addr, expires_at FROM node_claims WHERE code = ?", (code,))
+        return NodeClaim(row["code"], row["node_addr"], row["expires_at"]) if row else None
+
+    async def delete_node_claim(self, code: str) -> None:
+        await self.db.execute("DELETE FROM node_claims WHERE code = ?", (code,))
+
+    async def live_node_claims(self, now: float) -> int:
+        """How many node claims of this replica are live."""
+        row = await self.db.fetchone(
+            "SELECT count(*) AS n FROM node_claims WHERE expires_at > ?", (now,))
+        return int(row["n"]) if row else 0
+
     # --- housekeeping (this replica's SQLite only) ----------------------------------------
 
     async def all_offline(self) -> None:
@@ -208,6 +258,11 @@ class PairingStore:
         return await self.db.execute(
             "DELETE FROM relay_claims WHERE expires_at < ? "
             "OR (consumed_at IS NOT NULL AND consumed_at < ?)", (cutoff, cutoff))
+
+    async def delete_expired_node_claims(self, now: float) -> int:
+        """Node claims past their lifetime: nobody may resolve them, and they name the
+        server's addresses, so they go at once (no retention)."""
+        return await self.db.execute("DELETE FROM node_claims WHERE expires_at <= ?", (now,))
 
     async def mark_silent_offline(self, now: float, silent_for: float,
                                   keep: set[str]) -> list[str]:
@@ -237,14 +292,20 @@ class SharedStore(PairingStore):
     def _failed(self, what: str, exc: BaseException) -> None:
         log.warning(f"redis_{what}_failed", error=type(exc).__name__)
 
-    async def get_instance(self, instance_id: str) -> Instance | None:
+    async def _read(self, key: str) -> bytes | None:
+        """Redis's value of ``key``; None when it is absent or Redis fails (logged): then
+        this replica's SQLite answers."""
         try:
-            raw = await self.redis.get(f"pairing:inst:{instance_id}")
+            raw: bytes | None = await self.redis.get(key)
         except self.errors as exc:
             self._failed("read", exc)
-        else:
-            if raw is not None:
-                return Instance.from_json(raw, online=False)
+            return None
+        return raw
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        raw = await self._read(f"pairing:inst:{instance_id}")
+        if raw is not None:
+            return Instance.from_json(raw, online=False)
         return await super().get_instance(instance_id)
 
     async def save_instance(self, inst: Instance, now: float) -> None:
@@ -325,3 +386,37 @@ class SharedStore(PairingStore):
             return False
         await super().consume(claim, device_id, now)  # local durable copy (may be absent)
         return True
+
+    # --- node claims: Redis answers first; a deleted code leaves a tombstone there until it
+    # would have expired, so no replica's SQLite copy resolves it again ----------------------
+
+    TOMBSTONE = b"deleted"
+
+    async def create_node_claim(self, claim: NodeClaim, now: float) -> bool:
+        if not await super().create_node_claim(claim, now):
+            return False
+        ttl = max(math.ceil(claim.expires_at - now), 1)
+        try:
+            if await self.redis.set(f"pairing:node:{claim.code}", claim.to_json(), ex=ttl,
+                                    nx=True):
+                return True
+        except self.errors as exc:
+            self._failed("write", exc)
+            return True  # this replica's copy serves it (Redis is degraded)
+        await super().delete_node_claim(claim.code)  # live on another replica: draw another
+        return False
+
+    async def node_claim(self, code: str) -> NodeClaim | None:
+        raw = await self._read(f"pairing:node:{code}")
+        if raw == self.TOMBSTONE:
+            return None
+        if raw is not None:
+            return NodeClaim.from_json(raw)
+        return await super().node_claim(code)
+
+    async def delete_node_claim(self, code: str) -> None:
+        await super().delete_node_claim(code)
+        try:
+            await self.redis.set(f"pairing:node:{code}", self.TOMBSTONE, xx=True, keepttl=True)
+        except self.errors as exc:
+            self._failed("write", exc)

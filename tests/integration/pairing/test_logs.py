@@ -78,3 +78,30 @@ async def test_no_payload_in_the_log(relay_proc: ServiceProcess) -> None:
                owner_ip, other_ip, player_ip, sid, connected["session_id"]]
     for secret in secrets:
         assert secret not in log, secret
+
+
+async def test_no_node_claim_data_in_the_log(relay_proc: ServiceProcess) -> None:
+    """Current mydia's pairing: the log shows that codes were made and deleted, never a
+    full code, the node address (it names the server's IPs) or a client address."""
+    relay = Relay(relay_proc.url)
+    server_ip, player_ip = "81.2.69.170", "198.51.100.70"
+    node_addr = json.dumps({"id": MARK, "addrs": [{"Ip": "192.0.2.55:51820"}]})
+    status, body, _ = await relay.request("POST", "/pairing/claim", ip=server_ip,
+                                          json_body={"node_addr": node_addr})
+    assert status == 200
+    code = body["claim_code"]
+    await relay.request("POST", "/pairing/claim", ip=server_ip,
+                        json_body={"node_addr": MARK})  # refused: not JSON
+    for path in (f"/pairing/claim/{code}", "/pairing/claim/BADC0DE1",
+                 f"/pairing/claim/{code[:6]}ZZ"):
+        await relay.request("GET", path, ip=player_ip)
+    await relay.request("DELETE", f"/pairing/claim/{code}", ip=player_ip)
+
+    log = relay_proc.log()
+    assert "node_claim_created" in log and "node_claim_deleted" in log
+    for line in log.splitlines():
+        event = json.loads(line)
+        if "code" in event:
+            assert len(str(event["code"]).rstrip("…")) <= 2, line
+    for secret in (MARK, code, code[:6], "192.0.2.55", server_ip, player_ip):
+        assert secret not in log, secret

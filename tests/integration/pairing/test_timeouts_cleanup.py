@@ -26,6 +26,7 @@ from tests.relay_server import DB_NAME, serve_relay
 async def test_defaults_are_the_contract() -> None:
     d = PairingLimits()
     assert (d.register_per_min, d.connect_per_min, d.guesses_per_ip) == (10, 30, 5)
+    assert (d.node_claims_per_ip, d.node_claims_per_prefix) == (10, 60)  # /pairing/claim
     assert (d.instance_heartbeat, d.client_idle) == (60.0, 300.0)
     assert d.send_queue_bytes == 1024 * 1024
     assert (d.cleanup_interval, d.offline_after, d.claim_retention) == (300.0, 120.0, 86400.0)

@@ -90,6 +90,8 @@ def check_ice(servers: Any) -> None:
                                        [e["urls"]]))]
     assert turn, "ex_ice needs a turn: UDP URL"
     assert isinstance(turn[0]["username"], str) and isinstance(turn[0]["credential"], str)
+    first = turn[0]["urls"][0] if isinstance(turn[0]["urls"], list) else turn[0]["urls"]
+    assert first.startswith("turn:") and "transport=tcp" not in first, "UDP is tried first"
 
 
 async def pair_device(url: str, mydia: WebSockexClient, code: str, typed: str | None = None,
@@ -183,6 +185,27 @@ async def test_pairing_signalling_and_leaving(relay: str) -> None:
     assert closed["session_id"] == sid
     await player.close()
     mydia.kill()
+
+
+async def test_turn_over_tls_is_offered_after_udp_and_tcp(tmp_path: Path) -> None:
+    """With TURN_TLS_HOST (the TLS route through Traefik on 443), both sides get one TURN
+    entry: UDP, TCP, then ``turns:`` with the same credential; ex_ice ignores the non-UDP
+    URLs, flutter_webrtc takes the list."""
+    port = free_tcp_udp_port()
+    env = {"TURN_ENABLED": "true", "TURN_SECRET": TURN_SECRET, "TURN_PUBLIC_IP": "203.0.113.7",
+           "TURN_LISTEN_IP": "127.0.0.1", "TURN_PORT": str(port),
+           "TURN_TLS_HOST": "turn.example.com"}
+    async with serve_relay(tmp_path, env) as url:
+        mydia = await registered(url, "mydia-tls", new_key())
+        claim = await create_claim(mydia, 3)
+        player, ws, connected = await pair_device(url, mydia, claim["code"])
+        expected = [f"turn:203.0.113.7:{port}", f"turn:203.0.113.7:{port}?transport=tcp",
+                    "turns:turn.example.com:443?transport=tcp"]
+        assert connected["ice_servers"][0]["urls"] == expected
+        assert connected["ice_servers"][1] == {"urls": f"stun:203.0.113.7:{port}"}
+        await ws.close()
+        await player.close()
+        mydia.kill()
 
 
 async def test_mydia_killed_then_reconnects_and_pairs_again(relay: str) -> None:

@@ -175,3 +175,45 @@ def test_ttl_bounds() -> None:
     assert protocol.claim_ttl(60) == 60
     for bad in (0, -5, "300", True, [1]):
         assert protocol.claim_ttl(bad) is None
+
+
+def test_node_addr_kept_as_given_within_its_bounds() -> None:
+    for text in ('{"id":"ab","addrs":[{"Relay":"https://r.example/"}]}', ' { "x" : 1 } ',
+                 '"just a string"', "1", "null", '{"a": "\\ud83d\\ude00 ü"}',
+                 "[" * protocol.NODE_ADDR_MAX_DEPTH + "]" * protocol.NODE_ADDR_MAX_DEPTH,
+                 json.dumps("x" * (protocol.NODE_ADDR_MAX_BYTES - 2))):
+        assert protocol.node_addr(text) is text
+
+
+def test_node_addr_refusals_say_why() -> None:
+    limit = protocol.NODE_ADDR_MAX_BYTES
+    depth = protocol.NODE_ADDR_MAX_DEPTH + 1
+    cases = {
+        None: "is required", 5: "must be a string", b"{}": "must be a string",
+        "": "must be JSON", "{": "must be JSON", "NaN": "must be JSON",
+        '[1, -Infinity]': "must be JSON", "{} {}": "must be JSON",
+        json.dumps("x" * (limit - 1)): f"at most {limit} bytes",
+        json.dumps("é" * (limit // 2)): f"at most {limit} bytes",  # UTF-8 bytes, not chars
+        '"\ud800"': "valid UTF-8",
+        "[" * depth + "]" * depth: f"at most {protocol.NODE_ADDR_MAX_DEPTH} deep",
+        '{"a":' * depth + "1" + "}" * depth: "deep",
+        "[" * 2000 + "]" * 2000: "must be JSON",  # past the parser's recursion limit
+    }
+    for value, reason in cases.items():
+        try:
+            protocol.node_addr(value)
+        except protocol.InvalidNodeAddr as exc:
+            assert reason in str(exc), (value, exc)
+        else:
+            raise AssertionError(f"accepted {value!r:.40}")
+
+
+@given(st.text(max_size=300) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids,
+                                                              max_size=3)).map(json.dumps))
+def test_node_addr_answers_or_refuses_never_raises_otherwise(text: str) -> None:
+    try:
+        assert protocol.node_addr(text) == text
+    except protocol.InvalidNodeAddr:
+        pass

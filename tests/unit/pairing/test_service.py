@@ -37,3 +37,22 @@ def test_ice_servers_variants() -> None:
                                         "TURN_URI": "turn:coturn.example:3478"}), "sec")
     ice = ext_off.for_session("S", 0.0)
     assert ice[0]["username"] == "86400:S" and ice[1] == {"urls": "stun:coturn.example:3478"}
+
+
+def test_ice_servers_turn_over_tls() -> None:
+    """TURN_TLS_HOST adds turns: after the UDP and TCP URLs of the one TURN entry (UDP is
+    tried first), with the same credential; TURN_TLS_PORT moves it off 443."""
+    base = {"TURN_PUBLIC_IP": "203.0.113.9", "TURN_PORT": "3479",
+            "TURN_TLS_HOST": "Turn.Example.com"}
+    ice = IceServers(load_settings(base), "sec").for_session("S", 1000.0)
+    assert ice[0] == {"urls": ["turn:203.0.113.9:3479", "turn:203.0.113.9:3479?transport=tcp",
+                               "turns:turn.example.com:443?transport=tcp"],
+                      "username": "87400:S", "credential": ice[0]["credential"]}
+    assert ice[1] == {"urls": "stun:203.0.113.9:3479"}
+    moved = IceServers(load_settings({**base, "TURN_TLS_PORT": "5349"}), "sec")
+    assert moved.for_session("S", 0.0)[0]["urls"][-1] == (
+        "turns:turn.example.com:5349?transport=tcp")
+    v6 = IceServers(load_settings({**base, "TURN_PUBLIC_IP": "2001:db8::9"}), "sec")
+    assert v6.for_session("S", 0.0)[0]["urls"] == [
+        "turn:[2001:db8::9]:3479", "turn:[2001:db8::9]:3479?transport=tcp",
+        "turns:turn.example.com:443?transport=tcp"]
