@@ -1,13 +1,16 @@
 """A world of loopback doubles for ./infra/deploy: fake OVH API, SSH "VPS", fake Kubernetes
-API, DNS resolver, STUN server and /health; the tool itself runs as a real subprocess."""
+API, DNS resolver, STUN server and /health; the tool itself runs as a process of its own per
+run (forked from a process that has imported it, see forkserver.py; ``fresh=True`` starts a
+plain ``python -m relay_deploy.cli``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from tests.doubles.fake_kube import TOKEN, FakeKube
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun
+from tests.integration.deploy import forkserver
 from tests.tools import free_port, free_tcp_udp_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,6 +56,7 @@ class World:
     config_path: Path
     ovh_conf: Path
     env: dict[str, str]
+    forks: str  # the fork server's socket
     config: dict[str, Any] = field(default_factory=dict)
 
     def write_config(self, **changes: Any) -> None:
@@ -61,15 +66,24 @@ class World:
     def saved(self) -> dict[str, Any]:
         return yaml.safe_load(self.config_path.read_text())
 
-    async def start(self, *args: str) -> asyncio.subprocess.Process:
-        argv = [sys.executable, "-m", "relay_deploy.cli",
-                "--config", str(self.config_path), "--ovh-config", str(self.ovh_conf)]
-        return await asyncio.create_subprocess_exec(
-            *argv, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=self.env, cwd=self.tmp)
+    def advanced(self, **changes: Any) -> None:
+        """Change ``advanced:`` settings in the config file (keeping what the tool wrote)."""
+        config = self.saved()
+        config["advanced"].update(changes)
+        self.write_config(**config)
 
-    async def deploy(self, *args: str, stdin: str = "") -> Result:
-        proc = await self.start(*args)
+    async def start(self, *args: str, fresh: bool = False
+                    ) -> asyncio.subprocess.Process | forkserver.ForkedRun:
+        argv = ["--config", str(self.config_path), "--ovh-config", str(self.ovh_conf), *args]
+        if not fresh:
+            return await forkserver.start_run(self.forks, argv, self.env, str(self.tmp))
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay_deploy.cli", *argv, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env,
+            cwd=self.tmp)
+
+    async def deploy(self, *args: str, stdin: str = "", fresh: bool = False) -> Result:
+        proc = await self.start(*args, fresh=fresh)
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
         return Result(proc.returncode or 0, out.decode(), err.decode())
 
@@ -87,8 +101,24 @@ def _free_udp() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="session")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The fork server of the whole session (its socket path)."""
+    path = str(tmp_path_factory.mktemp("forks") / "cli.sock")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    server = subprocess.Popen([sys.executable, "-m", "tests.integration.deploy.forkserver",
+                               path], stdin=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        forkserver.wait_ready(path, server)
+        yield path
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()  # EOF: the server exits
+        server.wait(30)
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, forks: str) -> AsyncIterator[World]:
     runners: list[web.AppRunner] = []
 
     async def serve(app: web.Application) -> int:
@@ -143,7 +173,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     env.update(HOME=str(home), KUBECONFIG=str(home / ".kube" / "config"), NO_PROXY="*",
                no_proxy="*", PYTHONPATH=str(REPO / "src"), COLUMNS="200", TERM="dumb")
     w = World(tmp=tmp_path, ovh=ovh, kube=kube, vps=vps, dns=dns, stun=stun, health=health,
-              config_path=infra / "config.yaml", ovh_conf=ovh_conf, env=env)
+              config_path=infra / "config.yaml", ovh_conf=ovh_conf, env=env, forks=forks)
     w.write_config(
         domain_name=DOMAIN, acme_email="ops@mydia.test", cloudflare_api_token="cf-token-secret",
         relay_secret_key_base="k" * 64, relay_tmdb_api_key="tmdb-secret-key",

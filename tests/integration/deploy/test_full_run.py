@@ -45,7 +45,7 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
              "users": [{"name": "work", "user": {"token": "work-token"}}],
              "contexts": [{"name": "work", "context": {"cluster": "work", "user": "work"}}]}
     kube_path.write_text(yaml.safe_dump(other))
-    first = await world.deploy("--yes")
+    first = await world.deploy("--yes", fresh=True)  # a plain `python -m relay_deploy.cli`
     assert first.rc == 0, first.text
 
     # exactly one VPS ordered and paid; the checked-out cart is not deleted (it is the order)
