@@ -320,10 +320,16 @@ def check_turn_tls(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
     if mapped is None:
         return False, f"{where} answered the Binding without XOR-MAPPED-ADDRESS"
     seen = ipaddress.ip_address(mapped[0])
-    if seen in ipaddress.ip_network(fw.POD_CIDR):
-        return False, (f"{where}: the relay saw Traefik's address {seen}, not yours: the "
-                       f"PROXY protocol v2 header does not reach it (ServersTransportTCP "
-                       f"metadata-relay-turn) or Traefik is not in its TRUSTED_PROXIES")
+    try:  # the address the relay sees over UDP, straight from this machine
+        direct = probes.stun_binding(host, adv.stun_port, timeout=adv.probe_timeout_seconds)
+    except (OSError, ValueError):
+        direct = None  # the STUN check says why
+    if seen in ipaddress.ip_network(fw.POD_CIDR) or (direct and direct[0] != mapped[0]):
+        theirs = f" (over UDP it sees {direct[0]})" if direct else ""
+        return False, (f"{where}: the relay saw {seen} over TLS{theirs}: Traefik's address, "
+                       f"not yours, so the PROXY protocol v2 header does not reach it "
+                       f"(ServersTransportTCP metadata-relay-turn) or Traefik is not in its "
+                       f"TRUSTED_PROXIES")
     return True, (f"turns:{name}:443?transport=tcp answers a STUN Binding over TLS "
                   f"(mapped {mapped[0]}:{mapped[1]})")
 
