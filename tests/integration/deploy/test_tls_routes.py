@@ -146,22 +146,3 @@ async def test_iroh_relay_that_does_not_answer_fails_verify_with_a_hint(world: W
     world.traefik.routes.pop(IROH_HOST)  # no route: Traefik drops the connection
     unrouted = await world.deploy("--phase", "verify")
     assert unrouted.rc == 1 and "unreachable" in unrouted.out, unrouted.text
-
-
-async def test_iroh_relay_in_gitops_mode_is_an_argocd_application(world: World) -> None:
-    world.write_config(iroh_relay_enabled=True,
-                       gitops_repo_url="https://github.com/example/metadata-relay.git")
-    result = await world.deploy("--yes", "--skip", "verify")
-    assert result.rc == 0, result.text
-    app = world.kube.get("argoproj.io/v1alpha1", "applications", "argocd", "iroh-relay")
-    assert app is not None
-    source = app["spec"]["source"]
-    assert source["path"] == "infra/kubernetes/apps/iroh-relay"
-    assert source["repoURL"] == "https://github.com/example/metadata-relay.git"
-    assert any(IROH_HOST in p["patch"] for p in source["kustomize"]["patches"])
-    relay = world.kube.get("argoproj.io/v1alpha1", "applications", "argocd", "metadata-relay")
-    assert relay is not None
-    assert relay["spec"]["source"]["kustomize"]["components"] == ["components/turn-tls"]
-    assert world.kube.get("apps/v1", "deployments", "iroh-relay", "iroh-relay") is None
-    again = await world.deploy("--skip", "verify")
-    assert again.rc == 0 and "Done: 0 changes" in again.out, again.text
