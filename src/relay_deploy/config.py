@@ -182,6 +182,7 @@ class Advanced(BaseModel):
     vps_task_timeout_seconds: Seconds = 1200.0
     ssh_connect_timeout_seconds: Seconds = 300.0
     ssh_known_hosts_path: Text = ""  # default: known_hosts next to the config file
+    tls_ca_file: Text = ""  # CA bundle the TLS probes trust instead of the system's
 
 
 class DeployConfig(BaseModel):
@@ -201,6 +202,10 @@ class DeployConfig(BaseModel):
     cloudflare_zone_id: Text = ""
     relay_subdomain: Annotated[Label, _default("relay")] = "relay"
     argocd_subdomain: Annotated[Label, _default("argocd")] = "argocd"
+    turn_tls_enabled: Flag = True  # TURN over TLS on 443 (turns:), routed by Traefik by SNI
+    turn_subdomain: Annotated[Label, _default("turn")] = "turn"
+    iroh_relay_enabled: Flag = False  # n0's iroh-relay beside the service, for today's mydia
+    iroh_subdomain: Annotated[Label, _default("iroh")] = "iroh"
     relay_tmdb_api_key: Text = ""
     relay_tvdb_api_key: Text = ""
     turn_secret: Annotated[Text, _min_length(
@@ -257,6 +262,32 @@ class DeployConfig(BaseModel):
     @property
     def argocd_host(self) -> str:
         return f"{self.argocd_subdomain}.{self.domain_name}"
+
+    @property
+    def turn_host(self) -> str | None:
+        """The TURN-over-TLS host name, or None when that route is off."""
+        return f"{self.turn_subdomain}.{self.domain_name}" if self.turn_tls_enabled else None
+
+    @property
+    def iroh_host(self) -> str | None:
+        """The iroh relay's host name, or None when it is not deployed."""
+        return f"{self.iroh_subdomain}.{self.domain_name}" if self.iroh_relay_enabled else None
+
+    @property
+    def iroh_relay_url(self) -> str | None:
+        """What mydia's IROH_RELAY_URL must be set to."""
+        return f"https://{self.iroh_host}" if self.iroh_host else None
+
+    def subdomains(self) -> dict[str, str]:
+        """Setting -> host label of every host name in use (each must be distinct: Traefik
+        routes 443 by name)."""
+        used = {"relay_subdomain": self.relay_subdomain,
+                "argocd_subdomain": self.argocd_subdomain}
+        if self.turn_tls_enabled:
+            used["turn_subdomain"] = self.turn_subdomain
+        if self.iroh_relay_enabled:
+            used["iroh_subdomain"] = self.iroh_subdomain
+        return used
 
     @property
     def health_url(self) -> str:
@@ -330,6 +361,12 @@ def parse_config(raw: Any, path: Path) -> DeployConfig:
         problems = [_problem(e, path) for e in exc.errors()]
     if cfg is not None:
         cfg._path = path
+        seen: dict[str, str] = {}
+        for key, label in cfg.subdomains().items():
+            if label in seen:
+                problems.append(f"{key}: {label!r} is already {seen[label]}; each host name "
+                                f"needs its own label (Traefik routes 443 by name)")
+            seen.setdefault(label, key)
         if bool(cfg.image_pull_username) != bool(cfg.image_pull_token):
             problems.append("image_pull_token: set both image_pull_username and "
                             "image_pull_token (a GitHub token with read:packages), or neither")

@@ -43,17 +43,22 @@ class Inbound:
             else f"{self.first}-{self.last}"
 
 
-def inbound_rules(*, ssh_port: int, turn_port: int, relay_min: int, relay_max: int
-                  ) -> list[Inbound]:
-    """Everything the host accepts from outside (add a component's ports here)."""
+def inbound_rules(*, ssh_port: int, turn_port: int, relay_min: int, relay_max: int,
+                  iroh_quic_port: int | None = None) -> list[Inbound]:
+    """Everything the host accepts from outside (add a component's ports here).
+    ``iroh_quic_port``: the iroh relay is deployed (its HTTPS shares 443 through Traefik)."""
+    optional = [] if iroh_quic_port is None else [
+        Inbound("iroh relay: QUIC address discovery", "udp", iroh_quic_port)]
     return [
         Inbound("SSH: the deploy tool and you", "tcp", ssh_port),
         Inbound("HTTP: Let's Encrypt HTTP-01 challenges, redirect to HTTPS (Traefik)", "tcp",
                 80),
-        Inbound("HTTPS: the relay and Argo CD (Traefik)", "tcp", 443),
+        Inbound("HTTPS: the relay, Argo CD, TURN over TLS, the iroh relay (Traefik, by name)",
+                "tcp", 443),
         Inbound("STUN/TURN", "udp", turn_port),
         Inbound("STUN/TURN over TCP", "tcp", turn_port),
         Inbound("TURN relay allocations", "udp", relay_min, relay_max),
+        *optional,
         Inbound("Kubernetes API (k3s): the deploy tool and your kubectl", "tcp", K3S_API_PORT,
                 only_operator=True),
     ]

@@ -33,6 +33,9 @@ _CUSTOM = [
     ("cert-manager.io", "v1", "Certificate", "certificates", True),
     ("argoproj.io", "v1alpha1", "Application", "applications", True),
     ("argoproj.io", "v1alpha1", "AppProject", "appprojects", True),
+    ("traefik.io", "v1alpha1", "IngressRouteTCP", "ingressroutetcps", True),
+    ("traefik.io", "v1alpha1", "ServersTransportTCP", "serverstransporttcps", True),
+    ("traefik.io", "v1alpha1", "TLSOption", "tlsoptions", True),
 ]
 _custom_types: dict[tuple[str, str], type[Resource]] = {}
 

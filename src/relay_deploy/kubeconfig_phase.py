@@ -116,8 +116,10 @@ async def _firewall(ctx: Context, shell: VpsShell) -> None:
     """The host firewall as :mod:`relay_deploy.firewall` renders it, installed and loaded."""
     cfg, rep = ctx.cfg, ctx.report
     ports = manifests().relay_ports()
+    iroh = manifests().iroh_relay().quic_port if cfg.iroh_relay_enabled else None
     rules = fw.inbound_rules(ssh_port=cfg.ssh_port, turn_port=ports.turn,
-                             relay_min=ports.relay_min, relay_max=ports.relay_max)
+                             relay_min=ports.relay_min, relay_max=ports.relay_max,
+                             iroh_quic_port=iroh)
     operator = await shell.operator_address()
     text, unit = fw.ruleset(rules, operator), fw.unit()
     state = await shell.firewall_state()

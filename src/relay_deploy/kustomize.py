@@ -89,8 +89,9 @@ class Image:
         if name != self.name:
             return None
         new = self.new_name or name
-        if self.digest:
-            return f"{new}@{self.digest}"
+        if self.digest:  # kustomize keeps a newTag given with the digest: name:tag@digest
+            return f"{new}:{self.new_tag}@{self.digest}" if self.new_tag else \
+                f"{new}@{self.digest}"
         if self.new_tag:
             return f"{new}:{self.new_tag}"
         if digest:

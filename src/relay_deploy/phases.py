@@ -8,13 +8,17 @@ on a second run every step is "found". A dry run makes only read calls: GETs to 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 from lightkube import ApiError
 
+from relay_deploy import firewall as fw
 from relay_deploy import kubeconfig as kcfg
 from relay_deploy import probes
 from relay_deploy.config import DeployConfig, generate_turn_secret
@@ -28,8 +32,8 @@ PURPOSE = {
     "vps": "find or order the OVHcloud VPS",
     "kubeconfig": "k3s on the VPS and the metadata-relay kubectl context",
     "kubernetes": "Traefik, cert-manager, external-dns, Argo CD, ClusterIssuers",
-    "app": "the relay's Secret and manifests (or its Argo CD Application)",
-    "verify": "rollout, https health, DNS, STUN",
+    "app": "the relay's Secret and manifests (or its Argo CD Application), the iroh relay",
+    "verify": "rollout, https health, DNS, STUN, TURN over TLS, the iroh relay",
 }
 APP_NAMESPACE = "metadata-relay"
 APP_DEPLOYMENT = "metadata-relay"
@@ -140,22 +144,43 @@ def phase_app(ctx: Context) -> None:
     if cfg.image_tag:
         default = m.default_image()
         image = f"{default.new_name or default.name}:{cfg.image_tag}"
+    turn = cfg.turn_subdomain if cfg.turn_tls_enabled else None
     app_objs: list[dict[str, Any]] = list(m.app_objects(
-        domain=cfg.domain_name, image=image, relay_subdomain=cfg.relay_subdomain))
+        domain=cfg.domain_name, image=image, relay_subdomain=cfg.relay_subdomain,
+        turn_subdomain=turn))
     namespaces = [o for o in app_objs if o.get("kind") == "Namespace"]
     secret = m.relay_secret(cfg.relay_secret_data())
     pulling: list[dict[str, Any]] = []
     if cfg.image_pull_token:  # a private GHCR package: pods pull with this secret
         pulling = [m.pull_secret(registry=m.image_registry(), username=cfg.image_pull_username,
                                  token=cfg.image_pull_token), m.pulling_service_account()]
+    iroh = _iroh_relay(ctx)
     if cfg.gitops_repo_url:
         application = m.argocd_application(
             repo_url=cfg.gitops_repo_url, revision=cfg.gitops_revision,
-            domain=cfg.domain_name, relay_subdomain=cfg.relay_subdomain, image=image)
-        apply_all(ctx, "app", [*namespaces, secret, *pulling, application])
+            domain=cfg.domain_name, relay_subdomain=cfg.relay_subdomain, turn_subdomain=turn,
+            image=image)
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, application, *iroh])
     else:
         rest = [o for o in app_objs if o.get("kind") != "Namespace"]
-        apply_all(ctx, "app", [*namespaces, secret, *pulling, *_ordered(rest)])
+        apply_all(ctx, "app", [*namespaces, secret, *pulling, *_ordered(rest), *iroh])
+
+
+def _iroh_relay(ctx: Context) -> list[dict[str, Any]]:
+    """The iroh relay's objects (or its Argo CD Application) when the config enables it."""
+    cfg, m = ctx.cfg, manifests()
+    if not cfg.iroh_relay_enabled:
+        return []
+    pinned = m.iroh_relay()
+    if pinned.digest is None:
+        ctx.say(f"note: {pinned.image} is pinned by tag only; add its digest to "
+                f"{m.IROH_APP_PATH}/kustomization.yaml (infra/README.md, iroh relay)")
+    hosts = {"domain": cfg.domain_name, "iroh_subdomain": cfg.iroh_subdomain,
+             "relay_subdomain": cfg.relay_subdomain}
+    if cfg.gitops_repo_url:
+        return [m.iroh_relay_application(repo_url=cfg.gitops_repo_url,
+                                         revision=cfg.gitops_revision, **hosts)]
+    return _ordered(list(m.iroh_relay_objects(**hosts)))
 
 
 # ---- verify ---------------------------------------------------------------------------------
@@ -171,29 +196,38 @@ def phase_verify(ctx: Context) -> None:
     cfg, rep = ctx.cfg, ctx.report
     ip = ctx.vps_ip or cfg.vps_ip
     if ctx.dry_run:
+        extra = "".join(f", {what}" for what, _ in optional_checks(cfg, ip or "<vps>"))
         ctx.console.print("  (dry run) would check: rollout of deployment metadata-relay, "
-                          f"{cfg.health_url}, DNS {cfg.relay_host}, STUN {ip or '<vps>'}:"
-                          f"{cfg.advanced.stun_port}")
+                          f"{cfg.health_url}, DNS {', '.join(hosts(cfg))}, STUN "
+                          f"{ip or '<vps>'}:{cfg.advanced.stun_port}{extra}")
         return
     if not ip:
         raise PhaseFailed("vps_ip is empty; run `./infra/deploy --phase vps` first")
     cluster = ctx.cluster()
     assert cluster is not None
+    m = manifests()
+    rollouts = [(APP_NAMESPACE, APP_DEPLOYMENT)]
+    if cfg.iroh_relay_enabled:
+        rollouts.append((m.IROH_NAMESPACE, m.IROH_DEPLOYMENT))
+    for ns, name in rollouts:
+        def rolled_out(ns: str = ns, name: str = name) -> bool:
+            from relay_deploy.kube import deployment_ready
 
-    def rolled_out() -> bool:
-        from relay_deploy.kube import deployment_ready
+            dep = cluster.deployment(ns, name)
+            return dep is not None and deployment_ready(dep)
 
-        dep = cluster.deployment(APP_NAMESPACE, APP_DEPLOYMENT)
-        return dep is not None and deployment_ready(dep)
-
-    if ctx.wait("waiting for the relay rollout", rolled_out):
-        rep.found("verify", "rollout", "deployment metadata-relay is available")
-    else:
-        rep.fail("verify", "rollout", rollout_hint(cluster))
-    for name, check in (("health", lambda: check_health(cfg)),
-                        ("DNS", lambda: check_dns(cfg, ip)),
-                        ("STUN", lambda: check_stun(cfg, ip)),
-                        ("exposure", lambda: check_exposure(cfg, ip))):
+        if ctx.wait(f"waiting for the rollout of {ns}/{name}", rolled_out):
+            rep.found("verify", f"rollout {ns}/{name}", f"deployment {name} is available")
+        else:
+            rep.fail("verify", f"rollout {ns}/{name}", rollout_hint(cluster, ns, name))
+    checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
+        ("health", lambda: check_health(cfg)),
+        *[(f"DNS {host}", lambda host=host: check_dns(cfg, ip, host)) for host in hosts(cfg)],
+        ("STUN", lambda: check_stun(cfg, ip)),
+        *optional_checks(cfg, ip),
+        ("exposure", lambda: check_exposure(cfg, ip)),
+    ]
+    for name, check in checks:
         last: list[str] = []
 
         def attempt(check: Callable[[], tuple[bool, str]] = check, last: list[str] = last
@@ -210,19 +244,36 @@ def phase_verify(ctx: Context) -> None:
         raise PhaseFailed(f"{len(rep.failures)} check(s) failed (hints above)")
 
 
-def rollout_hint(cluster: Cluster) -> str:
-    """Why the relay is not available, naming ImagePullBackOff when that is it."""
-    waiting = cluster.waiting_containers(APP_NAMESPACE)
+def hosts(cfg: DeployConfig) -> list[str]:
+    """Every host name DNS must resolve to the VPS."""
+    return [h for h in (cfg.relay_host, cfg.turn_host, cfg.iroh_host) if h]
+
+
+def optional_checks(cfg: DeployConfig, ip: str
+                    ) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    """The checks of the optional parts the config enables."""
+    out: list[tuple[str, Callable[[], tuple[bool, str]]]] = []
+    if cfg.turn_tls_enabled:
+        out.append(("TURN over TLS", lambda: check_turn_tls(cfg, ip)))
+    if cfg.iroh_relay_enabled:
+        out.append(("iroh relay", lambda: check_iroh_relay(cfg, ip)))
+    return out
+
+
+def rollout_hint(cluster: Cluster, namespace: str = APP_NAMESPACE,
+                 name: str = APP_DEPLOYMENT) -> str:
+    """Why a deployment is not available, naming ImagePullBackOff when that is it."""
+    waiting = cluster.waiting_containers(namespace)
     pulls = [w for w in waiting if w[1] in ("ImagePullBackOff", "ErrImagePull")]
-    if pulls:
+    if pulls and name == APP_DEPLOYMENT:
         pod, reason, message = pulls[0]
-        return (f"deployment metadata-relay is not available: pod {pod} is in {reason} "
+        return (f"deployment {name} is not available: pod {pod} is in {reason} "
                 f"({message}). A new GHCR package is private: make it public (the package's "
                 f"settings on GitHub, Change visibility) or set image_pull_username and "
                 f"image_pull_token (a token with read:packages) and run --phase app")
     detail = f": {waiting[0][0]} is {waiting[0][1]}" if waiting else ""
-    return (f"deployment metadata-relay is not available{detail}; see `kubectl --context "
-            f"{kcfg.CONTEXT} -n {APP_NAMESPACE} describe pods`")
+    return (f"deployment {name} is not available{detail}; see `kubectl --context "
+            f"{kcfg.CONTEXT} -n {namespace} describe pods`")
 
 
 def check_exposure(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
@@ -244,10 +295,78 @@ def check_exposure(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
                   f"from here")
 
 
+def _tls(cfg: DeployConfig) -> ssl.SSLContext:
+    return probes.tls_context(verify=cfg.advanced.health_verify_tls,
+                              ca_file=cfg.advanced.tls_ca_file)
+
+
+def check_turn_tls(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
+    """From this machine, as a ``turns:`` client: a TLS connection to 443 with the TURN host
+    name completes a STUN Binding, and the relay saw this machine's address (PROXY v2)."""
+    adv, name = cfg.advanced, cfg.turn_host or ""
+    host, port = adv.probe_host or ip, adv.https_port
+    where = f"{host}:{port} (SNI {name})"
+    try:
+        mapped = probes.stun_binding_tls(host, port, name, context=_tls(cfg),
+                                         timeout=adv.probe_timeout_seconds)
+    except ssl.SSLCertVerificationError as exc:
+        return False, (f"{where}: certificate not valid for {name} ({exc.verify_message}); "
+                       f"see `kubectl -n {APP_NAMESPACE} describe certificate "
+                       f"metadata-relay-turn-tls`")
+    except (OSError, ValueError) as exc:
+        return False, (f"no STUN answer over TLS from {where} ({exc or 'timeout'}); see "
+                       f"`kubectl -n {APP_NAMESPACE} get ingressroutetcp,certificate` and "
+                       f"the relay's log (TURN_TLS_HOST, TRUSTED_PROXIES)")
+    if mapped is None:
+        return False, f"{where} answered the Binding without XOR-MAPPED-ADDRESS"
+    seen = ipaddress.ip_address(mapped[0])
+    try:  # the address the relay sees over UDP, straight from this machine
+        direct = probes.stun_binding(host, adv.stun_port, timeout=adv.probe_timeout_seconds)
+    except (OSError, ValueError):
+        direct = None  # the STUN check says why
+    if seen in ipaddress.ip_network(fw.POD_CIDR) or (direct and direct[0] != mapped[0]):
+        theirs = f" (over UDP it sees {direct[0]})" if direct else ""
+        return False, (f"{where}: the relay saw {seen} over TLS{theirs}: Traefik's address, "
+                       f"not yours, so the PROXY protocol v2 header does not reach it "
+                       f"(ServersTransportTCP metadata-relay-turn) or Traefik is not in its "
+                       f"TRUSTED_PROXIES")
+    return True, (f"turns:{name}:443?transport=tcp answers a STUN Binding over TLS "
+                  f"(mapped {mapped[0]}:{mapped[1]})")
+
+
+def check_iroh_relay(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
+    """From this machine: the iroh relay answers /healthz over its own TLS (through Traefik's
+    passthrough) with the pinned version."""
+    adv, name = cfg.advanced, cfg.iroh_host or ""
+    host, port = adv.probe_host or ip, adv.https_port
+    url = f"https://{name}/healthz"
+    want = manifests().iroh_relay().version
+    hint = (f"see `kubectl --context {kcfg.CONTEXT} -n {manifests().IROH_NAMESPACE} "
+            f"get pods,certificate,ingressroutetcp`")
+    try:
+        answer = probes.https_get(host, port, name, "/healthz", context=_tls(cfg),
+                                  timeout=adv.probe_timeout_seconds)
+    except ssl.SSLCertVerificationError as exc:
+        return False, f"{url}: certificate not valid ({exc.verify_message}); {hint}"
+    except OSError as exc:
+        return False, f"{url} via {host}:{port} unreachable ({exc or 'timeout'}); {hint}"
+    try:
+        health = json.loads(answer.body)
+    except ValueError:
+        health = None
+    if answer.status != 200 or not isinstance(health, dict) or health.get("status") != "ok":
+        return False, f"{url} answered {answer.status} {answer.body[:80]!r}; {hint}"
+    if health.get("version") != want:
+        return False, (f"{url} reports iroh-relay {health.get('version')!r}, expected {want}; "
+                       f"the rollout may still be in progress")
+    return True, f"{url} ok, iroh-relay {want}"
+
+
 def check_health(cfg: DeployConfig) -> tuple[bool, str]:
     url = cfg.health_url
     try:
         h = probes.get_health(url, verify_tls=cfg.advanced.health_verify_tls,
+                              ca_file=cfg.advanced.tls_ca_file,
                               timeout=cfg.advanced.probe_timeout_seconds)
     except OSError as exc:
         return False, (f"{url} unreachable ({exc}); check DNS, the certificate (`kubectl get "
@@ -262,16 +381,17 @@ def check_health(cfg: DeployConfig) -> tuple[bool, str]:
     return True, f"{url} 200, version {h.version or '?'}"
 
 
-def check_dns(cfg: DeployConfig, ip: str) -> tuple[bool, str]:
+def check_dns(cfg: DeployConfig, ip: str, name: str | None = None) -> tuple[bool, str]:
     adv = cfg.advanced
+    name = name or cfg.relay_host
     try:
-        addrs = probes.resolve_a(cfg.relay_host, adv.dns_resolver, adv.dns_port,
+        addrs = probes.resolve_a(name, adv.dns_resolver, adv.dns_port,
                                  timeout=adv.probe_timeout_seconds)
     except (OSError, ValueError) as exc:
-        return False, f"DNS lookup of {cfg.relay_host} via {adv.dns_resolver} failed ({exc})"
+        return False, f"DNS lookup of {name} via {adv.dns_resolver} failed ({exc})"
     if ip in addrs:
-        return True, f"{cfg.relay_host} resolves to {ip}"
-    return False, (f"{cfg.relay_host} resolves to {', '.join(addrs) or 'nothing'}, not {ip}; "
+        return True, f"{name} resolves to {ip}"
+    return False, (f"{name} resolves to {', '.join(addrs) or 'nothing'}, not {ip}; "
                    f"see `kubectl -n external-dns logs deploy/external-dns` and the Cloudflare "
                    f"token's Zone:DNS:Edit permission")
 
@@ -307,10 +427,16 @@ def run_phases(ctx: Context, phases: list[str]) -> None:
 
 
 def summary_lines(cfg: DeployConfig, ip: str) -> list[tuple[str, str]]:
+    turns = [("TURN over TLS", f"turns:{cfg.turn_host}:443?transport=tcp")] \
+        if cfg.turn_host else []
+    iroh = [("iroh relay", f"{cfg.iroh_relay_url}  (mydia: IROH_RELAY_URL)")] \
+        if cfg.iroh_relay_url else []
     return [
         ("VPS", f"{cfg.vps_name} ({ip})"),
-        ("Relay URL", f"https://{cfg.relay_host}"),
+        ("Relay URL", f"https://{cfg.relay_host}  (mydia: METADATA_RELAY_URL)"),
         ("TURN server", f"turn:{ip}:3478 (integrated)"),
+        *turns,
+        *iroh,
         ("Argo CD", f"https://{cfg.argocd_host}  (user admin)"),
         ("Argo CD password", f"kubectl --context {kcfg.CONTEXT} -n argocd get secret "
                              "argocd-initial-admin-secret -o jsonpath='{.data.password}' "

@@ -33,6 +33,9 @@ from relay_deploy import kustomize
 Obj = dict[str, Any]
 
 APP_PATH = "infra/kubernetes/apps/metadata-relay"
+# Optional kustomize component of the relay: TURN over TLS on 443 through Traefik (SNI)
+TURN_TLS_COMPONENT = "components/turn-tls"
+DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
 RELAY_NAMESPACE = "metadata-relay"
 RELAY_SECRET_NAME = "metadata-relay-secrets"  # noqa: S105 (a name, not a secret)
 RELAY_DEPLOYMENT = "metadata-relay"
@@ -362,8 +365,10 @@ def app_dir(root: Path | None = None) -> Path:
     return _root(root) / "apps" / "metadata-relay"
 
 
-def site_patches(*, domain: str, relay_subdomain: str = "relay") -> list[kustomize.Patch]:
-    """Kustomize patches that set the relay's host name (Ingress host and TLS, TURN realm).
+def site_patches(*, domain: str, relay_subdomain: str = "relay",
+                 turn_subdomain: str | None = None) -> list[kustomize.Patch]:
+    """Kustomize patches that set the relay's host names (Ingress host and TLS, TURN realm;
+    with ``turn_subdomain``, the TURN-over-TLS route of :data:`TURN_TLS_COMPONENT`).
 
     The same patches go into the Argo CD Application (spec.source.kustomize.patches) and into
     :func:`app_objects`, so GitOps and the direct apply render identical objects.
@@ -374,11 +379,34 @@ def site_patches(*, domain: str, relay_subdomain: str = "relay") -> list[kustomi
         {"op": "replace", "path": "/spec/tls/0/hosts/0", "value": host},
     ]
     config = [{"op": "replace", "path": "/data/TURN_REALM", "value": host}]
-    return [
+    patches = [
         kustomize.Patch(patch=_dump_ops(ingress),
                         target={"kind": "Ingress", "name": "metadata-relay"}),
-        kustomize.Patch(patch=_dump_ops(config),
-                        target={"kind": "ConfigMap", "name": "metadata-relay-config"}),
+    ]
+    if turn_subdomain is not None:
+        turn = f"{validate_subdomain(turn_subdomain)}.{domain}"
+        config.append({"op": "replace", "path": "/data/TURN_TLS_HOST", "value": turn})
+        patches += _tls_route_patches(turn, host, certificate="metadata-relay-turn-tls",
+                                      route="metadata-relay-turn")
+    return [*patches, kustomize.Patch(patch=_dump_ops(config), target={
+        "kind": "ConfigMap", "name": "metadata-relay-config"})]
+
+
+def _tls_route_patches(host: str, relay_host: str, *, certificate: str, route: str
+                       ) -> list[kustomize.Patch]:
+    """Host name patches of a TLS route by SNI: its Certificate, its IngressRouteTCP's
+    ``HostSNI`` and the external-dns target (a CNAME of the relay's host)."""
+    cert = [{"op": "replace", "path": "/spec/dnsNames/0", "value": host}]
+    router = [
+        {"op": "replace", "path": "/spec/routes/0/match", "value": f"HostSNI(`{host}`)"},
+        {"op": "replace", "path": f"/metadata/annotations/{DNS_TARGET.replace('/', '~1')}",
+         "value": relay_host},
+    ]
+    return [
+        kustomize.Patch(patch=_dump_ops(cert), target={"kind": "Certificate",
+                                                       "name": certificate}),
+        kustomize.Patch(patch=_dump_ops(router), target={"kind": "IngressRouteTCP",
+                                                         "name": route}),
     ]
 
 
@@ -414,19 +442,29 @@ def image_override(image: str, root: Path | None = None) -> kustomize.Image:
                            digest=digest)
 
 
+def _relay_components(components: tuple[str, ...], turn_subdomain: str | None
+                      ) -> tuple[str, ...]:
+    if turn_subdomain is not None and TURN_TLS_COMPONENT not in components:
+        return (*components, TURN_TLS_COMPONENT)
+    return components
+
+
 def app_objects(*, domain: str, image: str | None = None, relay_subdomain: str = "relay",
-                root: Path | None = None, components: tuple[str, ...] = ()) -> list[Obj]:
+                turn_subdomain: str | None = None, root: Path | None = None,
+                components: tuple[str, ...] = ()) -> list[Obj]:
     """The rendered ``apps/metadata-relay`` kustomization for ``domain`` (apply order).
 
     ``image`` (``repo:tag`` or ``repo@sha256:...``) replaces the pinned relay image; None or
-    "" keeps the tag pinned in kustomization.yaml. ``components`` may name optional kustomize
-    components, e.g. ``("components/redis",)``.
+    "" keeps the tag pinned in kustomization.yaml. ``turn_subdomain`` adds TURN over TLS on
+    443 for ``<turn_subdomain>.<domain>`` (:data:`TURN_TLS_COMPONENT`). ``components`` may
+    name other optional kustomize components, e.g. ``("components/redis",)``.
     """
-    patches = site_patches(domain=domain, relay_subdomain=relay_subdomain)
+    patches = site_patches(domain=domain, relay_subdomain=relay_subdomain,
+                           turn_subdomain=turn_subdomain)
     images = [image_override(image, root)] if image else []
     try:
-        return kustomize.render(app_dir(root), components=components, patches=patches,
-                                images=images)
+        return kustomize.render(app_dir(root), patches=patches, images=images,
+                                components=_relay_components(components, turn_subdomain))
     except kustomize.KustomizeError as exc:
         raise PlatformError(str(exc)) from None
 
@@ -476,30 +514,18 @@ def _argocd_image(override: kustomize.Image) -> str:
 
 
 def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
-                       relay_subdomain: str = "relay", image: str | None = None,
-                       root: Path | None = None, components: tuple[str, ...] = ()) -> Obj:
+                       relay_subdomain: str = "relay", turn_subdomain: str | None = None,
+                       image: str | None = None, root: Path | None = None,
+                       components: tuple[str, ...] = ()) -> Obj:
     """The Argo CD ``Application`` syncing ``apps/metadata-relay`` from ``repo_url``.
 
-    Automated sync with prune and self-heal; host names patched for ``domain``; ``image`` and
-    ``components`` as for :func:`app_objects` (Argo CD renders the same objects).
+    Automated sync with prune and self-heal; host names patched for ``domain``; ``image``,
+    ``turn_subdomain`` and ``components`` as for :func:`app_objects` (Argo CD renders the
+    same objects).
     """
-    if not isinstance(repo_url, str) or not re.fullmatch(
-        r"(https://|ssh://|git@)[^\s]+", repo_url
-    ):
-        raise ValueError(f"not a Git repository URL (https://, ssh:// or git@): {repo_url!r}")
-    if not isinstance(revision, str) or not revision or any(c.isspace() for c in revision):
-        raise ValueError(f"not a Git revision: {revision!r}")
-    path = app_dir(root) / "application.yaml"
-    app = _read_yaml(path)
-    if not isinstance(app, dict) or app.get("kind") != "Application":
-        raise PlatformError(f"{path}: expected an Argo CD Application")
-    app.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
-    source = app["spec"]["source"]
-    source["repoURL"] = repo_url
-    source["targetRevision"] = revision
-    source["path"] = APP_PATH
+    components = _relay_components(components, turn_subdomain)
     kust: Obj = {"patches": [p.as_entry() for p in site_patches(
-        domain=domain, relay_subdomain=relay_subdomain)]}
+        domain=domain, relay_subdomain=relay_subdomain, turn_subdomain=turn_subdomain)]}
     if image:
         kust["images"] = [_argocd_image(image_override(image, root))]
     if components:
@@ -507,7 +533,30 @@ def argocd_application(*, repo_url: str, revision: str = "main", domain: str,
             if not (app_dir(root) / component / "kustomization.yaml").is_file():
                 raise ValueError(f"no kustomize component {component!r} in {app_dir(root)}")
         kust["components"] = list(components)
-    source["kustomize"] = kust
+    return _application(app_dir(root), APP_PATH, repo_url=repo_url, revision=revision,
+                        kustomization=kust)
+
+
+def _application(directory: Path, path: str, *, repo_url: str, revision: str,
+                 kustomization: Obj) -> Obj:
+    """``directory``/application.yaml pointed at ``repo_url`` and ``revision`` with the site's
+    kustomize settings."""
+    if not isinstance(repo_url, str) or not re.fullmatch(
+        r"(https://|ssh://|git@)[^\s]+", repo_url
+    ):
+        raise ValueError(f"not a Git repository URL (https://, ssh:// or git@): {repo_url!r}")
+    if not isinstance(revision, str) or not revision or any(c.isspace() for c in revision):
+        raise ValueError(f"not a Git revision: {revision!r}")
+    file = directory / "application.yaml"
+    app = _read_yaml(file)
+    if not isinstance(app, dict) or app.get("kind") != "Application":
+        raise PlatformError(f"{file}: expected an Argo CD Application")
+    app.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
+    source = app["spec"]["source"]
+    source["repoURL"] = repo_url
+    source["targetRevision"] = revision
+    source["path"] = path
+    source["kustomize"] = kustomization
     return app
 
 
@@ -563,3 +612,80 @@ def relay_secret(data: dict[str, str]) -> Obj:
         },
         "stringData": {k: data[k] for k in sorted(data)},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# the iroh relay (optional, app phase): n0's iroh-relay for today's mydia
+
+IROH_APP_PATH = "infra/kubernetes/apps/iroh-relay"
+IROH_NAMESPACE = "iroh-relay"
+IROH_DEPLOYMENT = "iroh-relay"
+IROH_APP_NAME = "iroh-relay"
+
+
+def iroh_dir(root: Path | None = None) -> Path:
+    return _root(root) / "apps" / "iroh-relay"
+
+
+def iroh_site_patches(*, domain: str, iroh_subdomain: str = "iroh",
+                      relay_subdomain: str = "relay") -> list[kustomize.Patch]:
+    """The iroh relay's host name (its Certificate and passthrough route), and the relay's
+    host name its DNS record is a CNAME of."""
+    validate_domain(domain)
+    host = f"{validate_subdomain(iroh_subdomain)}.{domain}"
+    return _tls_route_patches(host, f"{validate_subdomain(relay_subdomain)}.{domain}",
+                              certificate="iroh-relay-tls", route="iroh-relay")
+
+
+def iroh_relay_objects(*, domain: str, iroh_subdomain: str = "iroh",
+                       relay_subdomain: str = "relay", root: Path | None = None) -> list[Obj]:
+    """The rendered ``apps/iroh-relay`` kustomization for ``domain`` (apply order)."""
+    patches = iroh_site_patches(domain=domain, iroh_subdomain=iroh_subdomain,
+                                relay_subdomain=relay_subdomain)
+    try:
+        return kustomize.render(iroh_dir(root), patches=patches)
+    except kustomize.KustomizeError as exc:
+        raise PlatformError(str(exc)) from None
+
+
+def iroh_relay_application(*, repo_url: str, revision: str = "main", domain: str,
+                           iroh_subdomain: str = "iroh", relay_subdomain: str = "relay",
+                           root: Path | None = None) -> Obj:
+    """The Argo CD ``Application`` syncing ``apps/iroh-relay`` (renders like
+    :func:`iroh_relay_objects`)."""
+    patches = iroh_site_patches(domain=domain, iroh_subdomain=iroh_subdomain,
+                                relay_subdomain=relay_subdomain)
+    return _application(iroh_dir(root), IROH_APP_PATH, repo_url=repo_url, revision=revision,
+                        kustomization={"patches": [p.as_entry() for p in patches]})
+
+
+@dataclass(frozen=True)
+class IrohRelay:
+    """What the deploy tool needs to know of the pinned iroh relay."""
+
+    image: str  # as deployed: name:tag, and @digest when pinned by digest
+    version: str  # the release, as its /healthz reports it (0.96.1)
+    digest: str | None
+    quic_port: int  # the host port of QUIC address discovery (UDP)
+
+
+def iroh_relay(root: Path | None = None) -> IrohRelay:
+    objs = iroh_relay_objects(domain="example.com", root=root)
+    deps = [o for o in objs if o["kind"] == "Deployment"
+            and o["metadata"]["name"] == IROH_DEPLOYMENT]
+    if len(deps) != 1:
+        raise PlatformError(f"{iroh_dir(root)}: expected the Deployment {IROH_DEPLOYMENT}")
+    (container,) = deps[0]["spec"]["template"]["spec"]["containers"]
+    image = str(container["image"])
+    _, tag, digest = kustomize.split_image(image)
+    if not tag or not re.fullmatch(r"v\d+\.\d+\.\d+", tag):
+        raise PlatformError(f"{iroh_dir(root)}: the iroh relay image must be pinned to a "
+                            f"release tag (vX.Y.Z), not {image!r}")
+    if digest is not None and not _DIGEST_RE.fullmatch(digest):
+        raise PlatformError(f"{iroh_dir(root)}: bad image digest in {image!r}")
+    quic = [p for p in container.get("ports") or [] if p.get("name") == "quic"]
+    if len(quic) != 1 or quic[0].get("protocol") != "UDP" or not quic[0].get("hostPort"):
+        raise PlatformError(f"{iroh_dir(root)}: the iroh relay needs its UDP port named quic "
+                            f"as a host port")
+    return IrohRelay(image=image, version=tag[1:], digest=digest,
+                     quic_port=int(quic[0]["hostPort"]))

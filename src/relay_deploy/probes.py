@@ -1,7 +1,8 @@
-"""The outside-in checks verify and status run: DNS A lookup, STUN Binding, HTTPS /health.
+"""The outside-in checks verify and status run: DNS A lookup, STUN Binding (over UDP, and
+over TLS as a turns: client does), HTTPS /health and an HTTPS GET by server name.
 
-The DNS and STUN wire formats are small sans-I/O encode/parse functions; ``resolve_a`` and
-``stun_binding`` are the thin socket edges around them.
+The DNS and STUN wire formats are small sans-I/O encode/parse functions; ``resolve_a``,
+``stun_binding`` and ``stun_binding_tls`` are the thin socket edges around them.
 """
 
 from __future__ import annotations
@@ -158,6 +159,85 @@ def stun_binding(host: str, port: int, timeout: float = 3.0, attempts: int = 3
     return _udp_exchange(host, port, request, lambda d: parse_binding_response(txid, d),
                          lambda d: d[8:20] == txid, 2048, timeout, attempts)
 
+
+STUN_HEADER = 20
+STUN_MAX_RESPONSE = 2048  # a Binding response is ~40 bytes; more is not an answer to ours
+TURN_ALPN = "stun.turn"  # RFC 7443: what TURN-over-TLS clients offer
+
+
+def tls_context(*, verify: bool = True, ca_file: str = "") -> ssl.SSLContext:
+    """A client context: the system's CAs (or only ``ca_file``), host names checked."""
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _tls_connect(host: str, port: int, server_name: str, context: ssl.SSLContext,
+                 timeout: float, alpn: list[str] | None = None) -> ssl.SSLSocket:
+    """A TLS connection to ``host:port`` asking for ``server_name`` (SNI), whose certificate
+    must be valid for that name. Raises OSError (ssl.SSLError included)."""
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return context.wrap_socket(raw, server_hostname=server_name)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _read_exactly(sock: ssl.SSLSocket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def stun_binding_tls(host: str, port: int, server_name: str, *, context: ssl.SSLContext,
+                     timeout: float = 3.0) -> tuple[str, int] | None:
+    """A STUN Binding over TLS to ``host:port`` with SNI ``server_name`` (TURN over TLS, as
+    a ``turns:`` client): the mapped address the server saw. Raises OSError (TLS, refused,
+    closed, timeout) or ValueError (an answer that is not our Binding response)."""
+    txid = os.urandom(12)
+    with _tls_connect(host, port, server_name, context, timeout, [TURN_ALPN]) as tls:
+        tls.sendall(encode_binding_request(txid))
+        header = _read_exactly(tls, STUN_HEADER)
+        length = struct.unpack("!H", header[2:4])[0]
+        if STUN_HEADER + length > STUN_MAX_RESPONSE:
+            raise ValueError(f"a {length}-byte STUN message is not a Binding response")
+        return parse_binding_response(txid, header + _read_exactly(tls, length))
+
+
+@dataclass(frozen=True)
+class HttpsAnswer:
+    status: int
+    body: bytes
+
+
+def https_get(host: str, port: int, server_name: str, path: str, *,
+              context: ssl.SSLContext, timeout: float = 3.0) -> HttpsAnswer:
+    """GET ``https://<server_name><path>`` from ``host:port`` (SNI and Host ``server_name``):
+    a server behind an SNI router checked at one address. Raises OSError when unreachable
+    or the answer is not HTTP."""
+    import http.client
+
+    with _tls_connect(host, port, server_name, context, timeout, ["http/1.1"]) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nAccept: */*\r\n"
+                    f"Connection: close\r\n\r\n".encode("ascii"))
+        response = http.client.HTTPResponse(tls)
+        try:
+            response.begin()
+            return HttpsAnswer(response.status, response.read(65536))
+        except http.client.HTTPException as exc:
+            raise OSError(f"not an HTTP answer ({type(exc).__name__})") from None
+        finally:
+            response.close()
+
 # ---- TCP: does a port answer from here? ---------------------------------------------------
 
 
@@ -180,12 +260,10 @@ class Health:
     body_status: str
 
 
-def get_health(url: str, *, verify_tls: bool = True, timeout: float = 10.0) -> Health:
+def get_health(url: str, *, verify_tls: bool = True, ca_file: str = "",
+               timeout: float = 10.0) -> Health:
     """GET the health URL; raises OSError (incl. TLS/HTTP-level failures) when unreachable."""
-    ctx = ssl.create_default_context()
-    if not verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = tls_context(verify=verify_tls, ca_file=ca_file)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                          urllib.request.HTTPSHandler(context=ctx))
     if not url.startswith(("http://", "https://")):

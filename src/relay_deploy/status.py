@@ -1,4 +1,5 @@
-"""``--status``: one table of VPS, node, platform components, certificate, DNS, health, TURN.
+"""``--status``: one table of VPS, node, platform components, certificates, DNS, health, TURN
+(over UDP and TLS), and the iroh relay when deployed.
 
 Read-only; every row is gathered independently so one unreachable piece never hides the rest.
 """
@@ -25,6 +26,8 @@ from relay_deploy.phases import (
     check_exposure,
     check_health,
     check_stun,
+    hosts,
+    optional_checks,
     platform_workloads,
     rollout_hint,
 )
@@ -37,6 +40,18 @@ def _safe(rows: list[Row], what: str, fn: Callable[[], list[Row]]) -> None:
         rows.extend(fn())
     except Exception as exc:  # status must always print a table
         rows.append((what, False, f"{type(exc).__name__}: {exc}"[:200]))
+
+
+def _bind(check: Callable[..., tuple[bool, str]], *args: Any) -> Callable[[], tuple[bool, str]]:
+    return lambda: check(*args)
+
+
+def _row(what: str, check: Callable[[], tuple[bool, str]]) -> Callable[[], list[Row]]:
+    def row() -> list[Row]:
+        ok, detail = check()
+        return [(what, ok, detail)]
+
+    return row
 
 
 def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
@@ -102,6 +117,13 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
                                                       APP_NAMESPACE)
             if not certs:
                 out.append(("Certificate", False, "none in namespace metadata-relay"))
+            if cfg.iroh_relay_enabled:
+                ns, name = manifests().IROH_NAMESPACE, manifests().IROH_DEPLOYMENT
+                iroh = c.deployment(ns, name)
+                up = iroh is not None and deployment_ready(iroh)
+                out.append((name, up, "absent" if iroh is None else
+                            ("available" if up else rollout_hint(c, ns, name))))
+                certs += c.list_dicts("cert-manager.io/v1", "Certificate", ns)
             for cert in certs:
                 ok = condition_true(cert, "Ready")
                 after = (cert.get("status") or {}).get("notAfter", "")
@@ -114,8 +136,10 @@ def gather(cfg: DeployConfig, ovh: OvhCredentials | None) -> list[Row]:
         _safe(rows, "Platform", platform_rows)
         _safe(rows, "metadata-relay", app_rows)
     if ip:
-        _safe(rows, "DNS", lambda: [("DNS", *check_dns(cfg, ip))])
-        _safe(rows, "TURN", lambda: [("TURN (STUN)", *check_stun(cfg, ip))])
+        checks = [(f"DNS {host}", _bind(check_dns, cfg, ip, host)) for host in hosts(cfg)]
+        checks += [("TURN (STUN)", _bind(check_stun, cfg, ip)), *optional_checks(cfg, ip)]
+        for what, check in checks:
+            _safe(rows, what, _row(what, check))
         _safe(rows, "Exposure", lambda: [("Ports from outside", *check_exposure(cfg, ip))])
     else:
         rows.append(("DNS", None, "no VPS IP known"))

@@ -5,7 +5,8 @@ dryRun=All), GET, list with labelSelector; a bearer token is required; objects i
 namespace or of a kind whose CRD is not installed are refused (404) as the real API does.
 A few "controllers" emulate k3s: helm-controller turns a HelmChart into the chart's
 workloads (and CRDs), Deployments become available, ClusterIssuers Ready, and cert-manager
-issues a Certificate for an Ingress with TLS. Every call is recorded.
+issues a Certificate for an Ingress with TLS and every Certificate applied. Traefik's CRDs
+are there from the start (k3s bundles them). Every call is recorded.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool, str | None]] = {
     ("cert-manager.io/v1", "clusterissuers"): ("ClusterIssuer", False, "cert-manager.io"),
     ("cert-manager.io/v1", "certificates"): ("Certificate", True, "cert-manager.io"),
     ("argoproj.io/v1alpha1", "applications"): ("Application", True, "argoproj.io"),
+    # k3s installs Traefik's CRDs with its bundled Traefik (traefik-crd chart)
+    ("traefik.io/v1alpha1", "ingressroutetcps"): ("IngressRouteTCP", True, "traefik.io"),
+    ("traefik.io/v1alpha1", "serverstransporttcps"): ("ServersTransportTCP", True,
+                                                      "traefik.io"),
+    ("traefik.io/v1alpha1", "tlsoptions"): ("TLSOption", True, "traefik.io"),
 }
 # What each real chart brings (workloads as the chart names them, CRD groups).
 CHARTS: dict[str, tuple[list[tuple[str, str]], str | None]] = {
@@ -67,7 +73,7 @@ class KubeCall:
 class FakeKube:
     objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     calls: list[KubeCall] = field(default_factory=list)
-    crds: set[str] = field(default_factory=lambda: {"helm.cattle.io"})
+    crds: set[str] = field(default_factory=lambda: {"helm.cattle.io", "traefik.io"})
     unauthorized: int = 0
     workloads_become_ready: bool = True
     # images (by name, without tag) that only pull with a dockerconfigjson secret holding
@@ -240,6 +246,9 @@ class FakeKube:
             for (gv, p, n, _), dep in list(self.objects.items()):
                 if (gv, p, n) == ("apps/v1", "deployments", ns) and self.workloads_become_ready:
                     self._roll_out(dep)
+        elif plural == "certificates":  # cert-manager issues it
+            obj["status"] = {"conditions": [{"type": "Ready", "status": "True"}],
+                             "notAfter": "2099-01-01T00:00:00Z"}
         elif plural == "clusterissuers":
             obj["status"] = {"conditions": [{"type": "Ready", "status": "True",
                                              "reason": "ACMEAccountRegistered"}]}

@@ -16,7 +16,11 @@ from aioice import stun
 
 @dataclass
 class FakeDns(asyncio.DatagramProtocol):
+    """A recursive resolver's answers: A records, and CNAMEs answered with the chain (the
+    CNAME, then the target's A records) as 1.1.1.1 does."""
+
     records: dict[str, list[str]] = field(default_factory=dict)
+    cnames: dict[str, str] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
     transport: Any = None
 
@@ -28,6 +32,11 @@ class FakeDns(asyncio.DatagramProtocol):
         name = query.question[0].name.to_text().rstrip(".")
         self.queries.append(name)
         response = dns.message.make_response(query)
+        target = self.cnames.get(name)
+        if target is not None:
+            response.answer.append(dns.rrset.from_text(name + ".", 60, "IN", "CNAME",
+                                                       target + "."))
+            name = target
         addrs = self.records.get(name)
         if addrs is None:
             response.set_rcode(dns.rcode.NXDOMAIN)

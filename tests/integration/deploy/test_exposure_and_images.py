@@ -78,6 +78,7 @@ async def test_verify_checks_from_outside_that_4001_is_refused(world: World) -> 
 async def test_private_image_is_named_and_pulled_with_the_optional_secret(
         world: World) -> None:
     world.kube.private_images = {"ghcr.io/getmydia/metadata-relay"}
+    world.advanced(wait_timeout_seconds=0.3)  # the rollout never completes: do not wait long
     first = await world.deploy("--yes")
     assert first.rc == 1, first.text
     assert "ImagePullBackOff" in first.out and "image_pull_token" in first.out

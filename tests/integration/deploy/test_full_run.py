@@ -45,7 +45,7 @@ async def test_full_run_from_empty_account_then_second_run_changes_nothing(world
              "users": [{"name": "work", "user": {"token": "work-token"}}],
              "contexts": [{"name": "work", "context": {"cluster": "work", "user": "work"}}]}
     kube_path.write_text(yaml.safe_dump(other))
-    first = await world.deploy("--yes")
+    first = await world.deploy("--yes", fresh=True)  # a plain `python -m relay_deploy.cli`
     assert first.rc == 0, first.text
 
     # exactly one VPS ordered and paid; the checked-out cart is not deleted (it is the order)
@@ -179,9 +179,9 @@ async def test_existing_vps_named_for_the_relay_is_reused_not_ordered(world: Wor
     assert world.vps.commands == [] and world.kube.calls == []
 
 
-async def test_gitops_mode_applies_the_argocd_application(world: World) -> None:
+async def test_gitops_mode_applies_the_argocd_applications(world: World) -> None:
     world.write_config(gitops_repo_url="https://github.com/example/metadata-relay.git",
-                       gitops_revision="release", image_tag="0.2.0")
+                       gitops_revision="release", image_tag="0.2.0", iroh_relay_enabled=True)
     result = await world.deploy("--yes", "--skip", "verify")
     assert result.rc == 0, result.text
     app = world.kube.get("argoproj.io/v1alpha1", "applications", "argocd", "metadata-relay")
@@ -191,11 +191,21 @@ async def test_gitops_mode_applies_the_argocd_application(world: World) -> None:
     assert source["targetRevision"] == "release"
     assert source["path"] == "infra/kubernetes/apps/metadata-relay"
     assert any("0.2.0" in str(i) for i in source["kustomize"].get("images", []))
+    assert source["kustomize"]["components"] == ["components/turn-tls"]  # TURN over TLS
     assert app["spec"]["syncPolicy"]["automated"]["prune"] is True
     assert app["spec"]["syncPolicy"]["automated"]["selfHeal"] is True
     # the Secret is created by the tool (never in Git); the rest is Argo CD's job
     assert world.kube.get("v1", "secrets", "metadata-relay", "metadata-relay-secrets")
     assert world.kube.get("apps/v1", "deployments", "metadata-relay", "metadata-relay") is None
+    # the iroh relay: an Application of its own, same repository and revision
+    iroh = world.kube.get("argoproj.io/v1alpha1", "applications", "argocd", "iroh-relay")
+    assert iroh is not None
+    assert (iroh["spec"]["source"]["repoURL"], iroh["spec"]["source"]["targetRevision"],
+            iroh["spec"]["source"]["path"]) == (source["repoURL"], "release",
+                                                "infra/kubernetes/apps/iroh-relay")
+    assert any("iroh.mydia.test" in p["patch"] for p in iroh["spec"]["source"]["kustomize"][
+        "patches"])
+    assert world.kube.get("apps/v1", "deployments", "iroh-relay", "iroh-relay") is None
     again = await world.deploy("--skip", "verify")
     assert again.rc == 0 and "Done: 0 changes" in again.out, again.text
 

@@ -222,6 +222,7 @@ async def test_default_user_is_ubuntu_with_sudo(world: World) -> None:
 
 async def test_platform_that_never_becomes_available_fails_with_a_hint(world: World) -> None:
     world.kube.workloads_become_ready = False
+    world.advanced(wait_timeout_seconds=0.3)  # they never become available: do not wait long
     result = await world.deploy("--yes")
     assert result.rc == 1, result.text
     assert "cert-manager/cert-manager is not available" in result.err

@@ -38,6 +38,37 @@ def test_minimal_config_gets_the_documented_defaults(keys: Path, tmp_path: Path)
     assert cfg.relay_secret_data() == {"RELAY_TOKEN_SECRET": "x" * 64, "TURN_SECRET": ""}
 
 
+def test_turn_over_tls_is_on_and_the_iroh_relay_off_by_default(keys: Path, tmp_path: Path
+                                                               ) -> None:
+    cfg = parse_config(base(keys), tmp_path / "config.yaml")
+    assert cfg.turn_host == "turn.mydia.dev"
+    assert cfg.iroh_host is None and cfg.iroh_relay_url is None
+    on = parse_config(base(keys) | {"iroh_relay_enabled": True, "iroh_subdomain": "p2p",
+                                    "turn_tls_enabled": False}, tmp_path / "config.yaml")
+    assert on.turn_host is None
+    assert on.iroh_host == "p2p.mydia.dev" and on.iroh_relay_url == "https://p2p.mydia.dev"
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"turn_subdomain": "relay"}, "turn_subdomain"),
+    ({"iroh_relay_enabled": True, "iroh_subdomain": "argocd"}, "iroh_subdomain"),
+    ({"iroh_relay_enabled": True, "iroh_subdomain": "turn"}, "iroh_subdomain"),
+    ({"iroh_relay_enabled": "yes"}, "iroh_relay_enabled"),
+    ({"turn_subdomain": "a.b"}, "turn_subdomain"),
+])
+def test_host_names_must_be_distinct_labels(keys: Path, tmp_path: Path, change: dict,
+                                            key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(keys) | change, tmp_path / "c.yaml")
+    assert [p for p in info.value.problems if p.startswith(key)], info.value.problems
+
+
+def test_a_disabled_route_may_share_its_unused_label(keys: Path, tmp_path: Path) -> None:
+    cfg = parse_config(base(keys) | {"turn_tls_enabled": False, "turn_subdomain": "relay"},
+                       tmp_path / "c.yaml")
+    assert cfg.turn_host is None
+
+
 def test_every_problem_is_reported_at_once(keys: Path, tmp_path: Path) -> None:
     raw = base(keys) | {"domain_name": "bad domain", "acme_email": "x", "ssh_port": 0,
                         "relay_subdomain": "two.labels", "turn_secret": "short",

@@ -49,6 +49,21 @@ def test_a_component_adds_its_port_in_the_one_list() -> None:
     assert "ct original proto-dst != { 3478, 49152-49252, 7842 } drop" in text
 
 
+def test_the_iroh_relay_opens_only_its_quic_port() -> None:
+    """Enabled, the iroh relay adds exactly UDP 7842 (its host port, read from its manifest);
+    its HTTPS shares 443 through Traefik."""
+    ports = platform.relay_ports()
+    quic = platform.iroh_relay().quic_port
+    assert quic == 7842
+    rules = fw.inbound_rules(ssh_port=22, turn_port=ports.turn, relay_min=ports.relay_min,
+                             relay_max=ports.relay_max, iroh_quic_port=quic)
+    added = {(r.protocol, r.ports, r.only_operator) for r in rules} - {
+        (r.protocol, r.ports, r.only_operator) for r in _rules()}
+    assert added == {("udp", "7842", False)}
+    assert "ct original proto-dst != { 3478, 49152-49252, 7842 } drop" in fw.ruleset(
+        rules, "203.0.113.7")
+
+
 def test_bad_operator_address_is_refused() -> None:
     with pytest.raises(ValueError):
         fw.ruleset(_rules(), "203.0.113.7; flush ruleset")

@@ -131,6 +131,13 @@ def violations(objs: list[Obj]) -> list[str]:
     return out
 
 
+def container_violations(pod: Obj) -> list[str]:
+    """The per-container rules (pinned image, resources, read-only root, no privilege, no
+    capabilities, not root) for every container of ``pod`` (a pod spec)."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    return [v for c in _containers(pod) for v in _container_violations(c, volumes)]
+
+
 def _container_violations(c: Obj, volumes: dict[str, Obj]) -> list[str]:
     out: list[str] = []
     name = c["name"]

@@ -79,6 +79,35 @@ def test_site_patches_and_image_match_kubectl(tmp_path: Path) -> None:
     assert platform.app_objects(domain=DOMAIN, relay_subdomain="r", image=image) == expected
 
 
+def test_turn_tls_component_and_site_patches_match_kubectl(tmp_path: Path) -> None:
+    app = _copy_app(tmp_path)
+    k = yaml.safe_load((app / "kustomization.yaml").read_text())
+    k["components"] = [platform.TURN_TLS_COMPONENT]
+    k["patches"] = [p.as_entry() for p in platform.site_patches(
+        domain=DOMAIN, relay_subdomain="r", turn_subdomain="t")]
+    (app / "kustomization.yaml").write_text(yaml.safe_dump(k))
+    expected = kubectl_kustomize(app)
+    assert platform.app_objects(domain=DOMAIN, relay_subdomain="r", turn_subdomain="t") == \
+        expected
+
+
+def test_iroh_relay_with_site_patches_and_a_digest_matches_kubectl(tmp_path: Path) -> None:
+    """The iroh relay app as the tool renders it, and with a digest added to its pinned tag
+    (kustomize keeps both: name:tag@digest)."""
+    digest = "sha256:" + "ab" * 32
+    target = tmp_path / "iroh-relay"
+    shutil.copytree(platform.iroh_dir(), target)
+    k = yaml.safe_load((target / "kustomization.yaml").read_text())
+    k["patches"] = [p.as_entry() for p in platform.iroh_site_patches(
+        domain=DOMAIN, iroh_subdomain="p2p", relay_subdomain="r")]
+    k["images"][0]["digest"] = digest
+    (target / "kustomization.yaml").write_text(yaml.safe_dump(k))
+    expected = kubectl_kustomize(target)
+    rendered = kustomize.render(target)
+    assert rendered == expected
+    assert f"n0computer/iroh-relay:v0.96.1@{digest}" in yaml.safe_dump(rendered)
+
+
 # --- renderer behaviour without kubectl ----------------------------------------------------------
 
 

@@ -70,9 +70,46 @@ def _values(name: str, **kw: str) -> Obj:
     return values
 
 
-def test_traefik_redirects_http_to_https() -> None:
+def test_traefik_redirects_http_to_https_but_not_the_acme_challenges() -> None:
+    """The redirect is the lowest-priority router on port 80, so cert-manager's HTTP-01 solver
+    (an Ingress without entrypoint annotation) answers there: a challenge redirected to 443
+    would reach the TCP routes of turn.<domain> and iroh.<domain>, never an HTTP router."""
     redirect = _values("traefik")["ports"]["web"]["http"]["redirections"]["entryPoint"]
-    assert redirect == {"to": "websecure", "scheme": "https", "permanent": True}
+    assert redirect == {"to": "websecure", "scheme": "https", "permanent": True, "priority": 1}
+
+
+def _ingresses() -> list[Obj]:
+    objs = platform.app_objects(domain=DOMAIN, turn_subdomain="turn")
+    argocd = _values("argocd")["server"]["ingress"]
+    return [*[o for o in objs if o["kind"] == "Ingress"],
+            {"kind": "Ingress", "metadata": {"name": "argocd-server",
+                                             "annotations": argocd["annotations"]}}]
+
+
+def test_every_ingress_is_on_websecure_only() -> None:
+    """With the redirect at the lowest priority, an Ingress on every entry point would be
+    served over plain HTTP: ours name websecure."""
+    for ingress in _ingresses():
+        annotations = ingress["metadata"].get("annotations") or {}
+        assert annotations.get("traefik.ingress.kubernetes.io/router.entrypoints") == \
+            "websecure", ingress["metadata"]["name"]
+
+
+def test_routes_by_sni_are_published_by_external_dns() -> None:
+    """external-dns reads IngressRouteTCPs (traefik-proxy source) and gets their target from
+    the annotation: each route's host is a CNAME of the relay's host, in the domain filter."""
+    v = _values("external-dns", domain="example.org")
+    assert "traefik-proxy" in v["sources"]
+    routes = [o for o in [*platform.app_objects(domain="example.org", relay_subdomain="r",
+                                                turn_subdomain="t"),
+                          *platform.iroh_relay_objects(domain="example.org",
+                                                       relay_subdomain="r", iroh_subdomain="i")]
+              if o["kind"] == "IngressRouteTCP"]
+    assert {r["spec"]["routes"][0]["match"] for r in routes} == {
+        "HostSNI(`t.example.org`)", "HostSNI(`i.example.org`)"}
+    for route in routes:
+        assert route["metadata"]["annotations"][platform.DNS_TARGET] == "r.example.org"
+        assert route["spec"]["entryPoints"] == ["websecure"]
 
 
 def test_external_dns_values() -> None:

@@ -30,6 +30,11 @@ CRD_SCHEMAS = {
     ("helm.cattle.io/v1", "HelmChartConfig"): "crds/helm.cattle.io/helmchartconfig_v1.json",
     ("cert-manager.io/v1", "ClusterIssuer"): "crds/cert-manager.io/clusterissuer_v1.json",
     ("argoproj.io/v1alpha1", "Application"): "crds/argoproj.io/application_v1alpha1.json",
+    ("cert-manager.io/v1", "Certificate"): "crds/cert-manager.io/certificate_v1.json",
+    ("traefik.io/v1alpha1", "IngressRouteTCP"): "crds/traefik.io/ingressroutetcp_v1alpha1.json",
+    ("traefik.io/v1alpha1", "ServersTransportTCP"):
+        "crds/traefik.io/serverstransporttcp_v1alpha1.json",
+    ("traefik.io/v1alpha1", "TLSOption"): "crds/traefik.io/tlsoption_v1alpha1.json",
 }
 
 
@@ -75,11 +80,23 @@ def crd_objects() -> list[Obj]:
                                             image="ghcr.io/getmydia/metadata-relay:0.2.0",
                                             components=("components/redis",)))
     objs.append(yaml.safe_load((APP_DIR / "application.yaml").read_text()))
+    # TURN over TLS (a component of the relay) and the iroh relay (an app of its own)
+    objs += [o for o in platform.app_objects(domain=DOMAIN, turn_subdomain="turn")
+             if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    objs += [o for o in platform.iroh_relay_objects(domain=DOMAIN)
+             if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    objs.append(platform.iroh_relay_application(
+        repo_url="https://github.com/getmydia/metadata-relay.git", domain=DOMAIN))
+    objs.append(yaml.safe_load((platform.iroh_dir() / "application.yaml").read_text()))
+    objs.append(platform.argocd_application(
+        repo_url="https://github.com/getmydia/metadata-relay.git", domain=DOMAIN,
+        turn_subdomain="turn"))
     return objs
 
 
 def _id(obj: Obj) -> str:
-    return f"{obj['kind']}/{obj['metadata']['name']}"
+    meta = obj["metadata"]
+    return f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"
 
 
 @pytest.mark.parametrize("obj", crd_objects(), ids=_id)
@@ -121,6 +138,32 @@ def test_crd_schema_rejects_broken_issuer_and_application(schemas_dir: Path) -> 
     app["spec"]["source"].pop("repoURL")
     with pytest.raises(AssertionError):
         validate_crd(app)
+
+
+def _turn_route(kind: str) -> Obj:
+    return next(o for o in platform.app_objects(domain=DOMAIN, turn_subdomain="turn")
+                if o["kind"] == kind)
+
+
+@pytest.mark.parametrize(("kind", "path", "value"), [
+    ("IngressRouteTCP", ("spec", "routes", 0, "services", 0, "port"), [3478]),
+    ("IngressRouteTCP", ("spec", "tls", "passthru"), True),
+    ("IngressRouteTCP", ("spec", "routes", 0, "math"), "HostSNI(`x`)"),
+    ("ServersTransportTCP", ("spec", "proxyProtocol", "version"), "2"),
+    ("TLSOption", ("spec", "alpnProtocols"), "stun.turn"),
+    ("Certificate", ("spec", "dnsNames"), "turn.example.com"),
+])
+def test_crd_schema_rejects_broken_tls_routes(schemas_dir: Path, kind: str,
+                                              path: tuple[str | int, ...], value: object
+                                              ) -> None:
+    obj = _turn_route(kind)
+    validate_crd(obj)
+    node: Any = obj
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(AssertionError):
+        validate_crd(obj)
 
 
 # --- chart values ------------------------------------------------------------------------------
