@@ -79,12 +79,9 @@ def test_without_turn_tls_nothing_of_it_is_rendered(app: list[Obj]) -> None:
 
 
 def test_turn_tls_keeps_the_relay_compliant(turn: list[Obj]) -> None:
-    """The policy holds with the component. TURN_TLS_HOST is the relay's setting for turns:
-    URLs (issue 15, built on the relay's side); until that side is merged the policy names
-    the key as unknown, and nothing else."""
-    expected = [] if "TURN_TLS_HOST" in Settings.model_fields else [
-        "ConfigMap key TURN_TLS_HOST is not a setting of metadata_relay.config.Settings"]
-    assert violations(turn) == expected
+    """The policy holds with the component (TURN_TLS_HOST is a setting of the relay's)."""
+    assert "TURN_TLS_HOST" in Settings.model_fields
+    assert violations(turn) == []
 
 
 def test_turn_tls_in_gitops_renders_like_the_direct_apply() -> None:
