@@ -13,4 +13,4 @@ from metadata_relay.observability import configure_logging
 def create() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    return create_app(settings)
+    return create_app(settings).app

@@ -21,19 +21,29 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from prometheus_client import Counter, Histogram
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from uvicorn.server import ServerState
 
 from bench._report import Report
 from metadata_relay.config import load_settings
-from metadata_relay.http.edge import EdgeMiddleware, request_id_from
-from metadata_relay.http.fastpath import FastPathProtocol
+from metadata_relay.http import connection
+from metadata_relay.http.edge import LATENCY_BUCKETS, Edge, EdgeMiddleware, RequestMetrics
+from metadata_relay.http.fastpath import FastPath
+from metadata_relay.http.h1 import head_end, parse_head
+from metadata_relay.http.links import Links
 from metadata_relay.metadata.cache import Entry, cache_key
-from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
-from metadata_relay.metadata.hits import HITS_KEY, HitAnswers, RequestHeaders
+from metadata_relay.metadata.gateway import MetadataGateway
+from metadata_relay.metadata.hits import HitAnswers, RequestHeaders
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.metadata.routes import forwarded_params, match
-from metadata_relay.observability import HTTP_LATENCY, HTTP_REQUESTS
+from metadata_relay.observability import REGISTRY
+
+HTTP_REQUESTS = Counter("bench_http_requests", "what-if: a labelled Counter",
+                        ["route", "status"], registry=None)
+HTTP_LATENCY = Histogram("bench_http_latency", "what-if: a labelled Histogram", ["route"],
+                         buckets=LATENCY_BUCKETS, registry=None)
+assert REGISTRY is not None
 
 PATH = "/tmdb/tv/shows/1399"
 BODY = b'{"z_last": true, "overview": "' + b"x" * (30 * 1024 - 40) + b'"}\n'
@@ -111,16 +121,15 @@ class _NullTransport:
         return None
 
 
-def fast_path_protocol(proxy: MetadataProxy) -> FastPathProtocol:
+def fast_path_protocol(fast: FastPath) -> connection.HttpConnection:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("a fresh hit must not reach ASGI")
 
-    config = uvicorn.Config(app, http=FastPathProtocol, access_log=False, server_header=False,
+    limits = connection.ConnectionLimits(10, 5, 30, 16384)
+    cls = connection.bind(fast, fast.edge, Links(), limits)
+    config = uvicorn.Config(app, http=cls, access_log=False, server_header=False,
                             log_config=None)
-    state = ServerState()
-    state.default_headers = [(b"date", b"Thu, 26 Nov 2026 23:13:26 GMT")]
-    protocol = FastPathProtocol(config, state, {HITS_KEY: HitAnswers(), STATE_KEY: proxy},
-                                _loop=uvloop.new_event_loop())
+    protocol = cls(config, ServerState(), {}, _loop=uvloop.new_event_loop())
     protocol.connection_made(_NullTransport())  # type: ignore[arg-type]
     return protocol
 
@@ -148,11 +157,14 @@ def main(argv: list[str]) -> int:
     async def fallthrough(scope: Any, rcv: Any, send: Any) -> None:
         raise AssertionError("a hit must not reach the router")
 
-    gateway = MetadataGateway(EdgeMiddleware(fallthrough))
+    answers = HitAnswers(proxy)
+    edge = Edge(metrics=RequestMetrics())
+    gateway = EdgeMiddleware(MetadataGateway(fallthrough, answers), edge)
+    fast = FastPath(answers, edge)
 
     def scope() -> dict[str, Any]:
         return {"type": "http", "method": "GET", "path": PATH, "query_string": b"",
-                "headers": WRK_HEADERS, "state": {STATE_KEY: proxy}}
+                "headers": WRK_HEADERS}
 
     asyncio.run(gateway(scope(), receive, capture))  # type: ignore[arg-type]
     if sent[0]["status"] != 200 or sent[1]["body"] != BODY:
@@ -174,27 +186,29 @@ def main(argv: list[str]) -> int:
     piece("gateway_total", async_per_call_us(
         lambda: gateway(scope(), receive, noop_send), n, rep))  # type: ignore[arg-type]
     piece("scope_dict_build (harness, subtract)", per_call_us(scope, n, rep))
-    piece("request_id token_hex(8)", per_call_us(
-        lambda: request_id_from({"headers": WRK_HEADERS}), n, rep))
+    piece("edge.request_id (prefix + counter)", per_call_us(lambda: edge.request_id(None),
+                                                            n, rep))
     piece("routes.match", per_call_us(lambda: match(PATH), n, rep))
     piece("forwarded_params + cache_key", per_call_us(
         lambda: cache_key(PATH, forwarded_params(m.route, [])), n, rep))
     piece("proxy.fresh_hit (LRU + prometheus inc)", per_call_us(
         lambda: proxy.fresh_hit(key, time.time()), n, rep))
     piece("  of which CACHE_RESULTS hit .inc()", per_call_us(proxy._hit_counter.inc, n, rep))
-    piece("answers.observe (cached children: inc + observe)", per_call_us(
-        lambda: gateway.answers.observe("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
-    piece("answers.record (fast path's deferred observe)", per_call_us(
-        lambda: gateway.answers.record("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
-    gateway.answers.flush()
+    piece("edge.metrics.observe (plain numbers)", per_call_us(
+        lambda: edge.metrics.observe("/tmdb/tv/shows/{id}", 200, 0.0), n, rep))
     piece("gateway._send_entry (headers + 2 sends)", async_per_call_us(
-        lambda: gateway._send_entry(noop_send, entry, "HIT", time.time(),  # type: ignore[arg-type]
-                                    b"0123456789abcdef", RequestHeaders(), "GET"), n, rep))
+        lambda: MetadataGateway(fallthrough, answers)._send_entry(
+            noop_send, entry, "HIT", time.time(), RequestHeaders(), "GET"), n, rep))
     piece("fast path: answers.fresh (lookup + header lines)", per_call_us(
-        lambda: gateway.answers.fresh(proxy, "GET", PATH, b"", None, None, None), n, rep))
-    protocol = fast_path_protocol(proxy)
+        lambda: answers.fresh("GET", PATH, b"", None, None), n, rep))
     request = b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-    piece("fast path: whole hit, FastPathProtocol.data_received (no socket)", per_call_us(
+    piece("listener: h1.parse_head", per_call_us(
+        lambda: parse_head(request[:head_end(request, 0)]), n, rep))
+    head = parse_head(request[:head_end(request, 0)])
+    piece("fast path: FastPath.answer (rendered answer)", per_call_us(
+        lambda: fast.answer(head), n, rep))
+    protocol = fast_path_protocol(fast)
+    piece("fast path: whole hit, HttpConnection.data_received (no socket)", per_call_us(
         lambda: protocol.data_received(request), n, rep))
     piece(f"uvicorn header loop, relay's {len(relay_headers)} headers", per_call_us(
         lambda: uvicorn_header_loop(relay_headers), n, rep))
@@ -221,7 +235,7 @@ def main(argv: list[str]) -> int:
         c.inc()
         h.observe(0.0004)
 
-    piece("alt: _observe with children cached per (route, class)", per_call_us(
+    piece("alt: labelled prometheus children cached per (route, class)", per_call_us(
         observe_cached, n, rep))
     counter = itertools.count()
     prefix = secrets.token_hex(4)

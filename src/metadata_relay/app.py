@@ -1,5 +1,6 @@
-"""Builds the service: the shared state (:class:`Runtime`), every component, the routes, and
-the ASGI app whose lifespan opens storage and starts/stops the components in order."""
+"""Builds the service: the shared state (:class:`Runtime`), every component, the routes, the
+ASGI app whose lifespan opens storage and starts/stops the components in order, and what the
+listener shares with it (:class:`~metadata_relay.http.server.Service`)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from typing import Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp
 
 from metadata_relay.config import Settings
 from metadata_relay.http import status
 from metadata_relay.http.bodies import BodyTooLarge, too_large
-from metadata_relay.http.edge import EdgeMiddleware
-from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
+from metadata_relay.http.edge import Edge, EdgeMiddleware
+from metadata_relay.http.fastpath import FastPath
+from metadata_relay.http.server import Service
+from metadata_relay.metadata.gateway import MetadataGateway
+from metadata_relay.metadata.hits import HitAnswers
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing.limits import PairingLimits
@@ -71,12 +74,13 @@ class Runtime:
             raise
 
 
-def build_components(runtime: Runtime, pairing_limits: PairingLimits | None) -> list[Component]:
-    """Every component, in start order, each given what it needs."""
+def build_components(runtime: Runtime, redis: RedisAdapter | None, proxy: MetadataProxy,
+                     pairing_limits: PairingLimits | None) -> list[Component]:
+    """Every component, in start order, each given what it needs (``redis`` and ``proxy`` are
+    built with the app: the listener's fast path answers from the proxy's memory tier)."""
     settings = runtime.settings
-    redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
     components: list[Component] = [] if redis is None else [redis]
-    components.append(MetadataProxy(settings, runtime.db, redis))
+    components.append(proxy)
     if settings.TURN_ENABLED:
         from metadata_relay.turn.component import TurnComponent
 
@@ -98,26 +102,31 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None) -> ASGIApp:
-    """The service's ASGI app. ``pairing_limits`` overrides the pairing limits (tests)."""
+def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None) -> Service:
+    """The service: its ASGI app (the HTTP edge outermost, then the proxy's gateway, then the
+    routes) and the fast path and edge the listener shares with it. ``pairing_limits``
+    overrides the pairing limits (tests)."""
     from metadata_relay.pairing.routes import routes as pairing_routes
 
     runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH))
+    redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
+    proxy = MetadataProxy(settings, runtime.db, redis)
+    hits = HitAnswers(proxy)
+    edge = Edge(access_log=settings.HTTP_ACCESS_LOG)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.open()
-        app.state.runtime = runtime
+        app.state.runtime = runtime  # the pairing routes and sockets find their service here
         started: list[Component] = []
         try:
-            for component in build_components(runtime, pairing_limits):
+            for component in build_components(runtime, redis, proxy, pairing_limits):
                 await component.start()
                 started.append(component)
                 runtime.components[component.name] = component
             log.info("started", port=settings.PORT, database=str(settings.SQLITE_DB_PATH),
                      components=[c.name for c in started])
-            # ASGI lifespan state: copied into every request's scope["state"]
-            yield {STATE_KEY: runtime.components["cache"]}
+            yield
         finally:
             for component in reversed(started):
                 try:
@@ -133,4 +142,4 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, BodyTooLarge: too_large},
     )
-    return MetadataGateway(EdgeMiddleware(app))
+    return Service(EdgeMiddleware(MetadataGateway(app, hits), edge), edge, FastPath(hits, edge))
