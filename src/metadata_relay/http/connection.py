@@ -47,11 +47,14 @@ from metadata_relay.http.h1 import (
     HeadError,
     RequestHead,
     check_partial,
-    head_end,
     parse_head,
     skip_empty_lines,
 )
 from metadata_relay.http.links import Links, transport_key
+
+
+def _code(status: int) -> str:
+    return "bad_request" if status == 400 else "refused"
 
 
 class ConnectionLimits(NamedTuple):
@@ -170,7 +173,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.wire: InnerTransport = None  # type: ignore[assignment]
         self.key: Any = None
-        self.buf = bytearray()
+        self.buf = bytearray()  # a partial head (or one held back), at a request boundary
+        self.scanned = 0  # bytes of buf known not to hold the end of the head
+        self.line_ok = False  # the partial head's request line is complete and valid
         self.body: Body | None = None  # the body being handed to uvicorn
         self.handed = 0  # requests handed to uvicorn
         self.answers_started = 0  # of those, answers the app has started
@@ -201,10 +206,29 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.detached:  # pragma: no cover - the transport calls the new protocol
             return
-        self.buf += data
-        self._process()
-        if not self.detached:
-            self._schedule()
+        buf = self.buf
+        if buf:  # a partial head (or a held one) came before
+            buf += data
+            if self.holding:
+                return  # reading is paused; processed once the answers before are out
+            if buf.find(b"\r\n\r\n", max(self.scanned - 3, 0)) < 0:
+                self.scanned = len(buf)
+                self._partial()
+                self._schedule()
+                return
+            data = bytes(buf)
+            buf.clear()
+        self._process(data)
+        if self.buf or self.body is not None or self.in_flight or self.detached or (
+                self.head_deadline is not None):
+            if not self.detached:
+                self._schedule()
+            return
+        # idle between requests (the fast path's usual state): _schedule's last case, inline
+        deadline = self.deadline = self.loop.time() + self.limits.idle_timeout
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
 
     def eof_received(self) -> bool | None:
         self.inner.eof_received()
@@ -228,77 +252,90 @@ class HttpConnection(asyncio.Protocol):
 
     # --- the requests -----------------------------------------------------------------------
 
-    def _process(self) -> None:
-        buf = self.buf
+    def _process(self, data: bytes) -> None:
+        """Everything in ``data`` (which starts at a request boundary or in a body being
+        handed to uvicorn); a partial head is kept in ``self.buf``."""
+        pos, size = 0, len(data)
         transport = self.transport
-        limits = self.limits
-        while buf and not transport.is_closing():
+        max_head = self.limits.max_header_bytes
+        while pos < size:
             body = self.body
+            if transport.is_closing():
+                return
             if body is not None:
                 try:
-                    n = body.take(buf)
+                    n = body.take(data, pos)
                 except BodyError:
                     self._abandon(400, "bad_request", "Malformed chunked body")
                     return
-                chunk = bytes(buf[:n])
-                del buf[:n]
-                self.inner.data_received(chunk)
+                self.inner.data_received(data if n == size else data[pos:pos + n])
+                pos += n
                 if not body.done:
                     return
                 self.body = None
                 continue
             if self.last or self.failed:
-                buf.clear()  # nothing after a request that ends the connection is read
-                return
-            start = skip_empty_lines(buf)
-            end = head_end(buf, start)
-            size = (len(buf) if end < 0 else end + 4) - start
-            if size > limits.max_header_bytes:
-                self._refuse(431, "headers_too_large", "Request head over "
-                             f"{limits.max_header_bytes} bytes")
-                return
-            if start and self.head_deadline is None:
-                self.head_deadline = self.loop.time() + limits.header_timeout
+                return  # nothing after a request that ends the connection is read
+            if data[pos] == 13:  # empty lines (CRLF) before a request line
+                while data.startswith(b"\r\n", pos):
+                    pos += 2
+                    if self.head_deadline is None:
+                        self.head_deadline = self.loop.time() + self.limits.header_timeout
+            end = data.find(b"\r\n\r\n", pos)
             if end < 0:
-                if start:
-                    del buf[:start]
-                try:
-                    check_partial(buf, 0)
-                except HeadError as exc:
-                    self._refuse(exc.status, "bad_request" if exc.status == 400 else "refused",
-                                 exc.message)
+                if pos < size:
+                    self.buf += data[pos:] if pos else data
+                    self.scanned = len(self.buf)
+                    self.line_ok = False
+                    self._partial()
                 return
-            started = time.perf_counter()
+            if end + 4 - pos > max_head:
+                self._refuse(data, pos, 431, "headers_too_large",
+                             f"Request head over {max_head} bytes")
+                return
             try:
-                head = parse_head(bytes(buf[start:end]))
+                head = parse_head(data[pos:end])
             except HeadError as exc:
-                self._refuse(exc.status, "bad_request" if exc.status == 400 else "refused",
-                             exc.message, started)
+                self._refuse(data, pos, exc.status, _code(exc.status), exc.message)
                 return
             self.head_deadline = None
             if not self.in_flight and not self.write_paused and self.fast is not None:
                 answer = self.fast.answer(head)
                 if answer is not None:
-                    del buf[:end + 4]
+                    pos = end + 4
                     if answer[1]:
                         transport.writelines(answer)  # two buffers, one writev
                     else:
                         transport.write(answer[0])
                     if not head.keep_alive:
                         transport.close()
-                        buf.clear()
+                        return
                     continue
             if head.upgrade is not None and self.in_flight:
-                self._hold()  # upgraded only once the answers before it are out
+                self._hold(data, pos)  # upgraded only once the answers before it are out
                 return
-            self._to_uvicorn(head, bytes(buf[start:end + 4]))
-            del buf[:end + 4]
+            self._to_uvicorn(head, data[pos:end + 4])
+            pos = end + 4
             if self.detached:
-                rest = bytes(buf)
-                buf.clear()
-                if rest:  # bytes after the upgrade request belong to the new protocol
-                    transport.get_protocol().data_received(rest)  # type: ignore[attr-defined]
+                if pos < size:  # bytes after the upgrade request belong to the new protocol
+                    transport.get_protocol().data_received(  # type: ignore[attr-defined]
+                        data[pos:])
                 return
+
+    def _partial(self) -> None:
+        """A head is incomplete in ``self.buf``: refuse it as soon as it is too big or cannot
+        become valid."""
+        buf = self.buf
+        start = skip_empty_lines(buf)
+        if len(buf) - start > self.limits.max_header_bytes:
+            self._refuse(b"", 0, 431, "headers_too_large",
+                         f"Request head over {self.limits.max_header_bytes} bytes")
+            return
+        if not self.line_ok:
+            try:
+                self.line_ok = check_partial(buf, start)
+            except HeadError as exc:
+                self._refuse(b"", 0, exc.status, _code(exc.status), exc.message)
 
     def _to_uvicorn(self, head: RequestHead, raw: bytes) -> None:
         self.handed += 1
@@ -310,22 +347,22 @@ class HttpConnection(asyncio.Protocol):
             self.body_deadline = self.loop.time() + self.limits.body_timeout
         self.inner.data_received(raw)
 
-    def _hold(self) -> None:
+    def _hold(self, data: bytes, pos: int) -> None:
+        """Keep what is left of ``data`` until the answers before it are out."""
+        if pos < len(data):
+            self.buf += data[pos:]
         self.holding = True
         self.wire.hold(True)
 
-    def _refuse(self, status: int, code: str, message: str,
-                started: float | None = None) -> None:
+    def _refuse(self, data: bytes, pos: int, status: int, code: str, message: str) -> None:
         """Answer a head refused here and close; after the answers before it, if any."""
         if self.in_flight:
-            self._hold()
+            self._hold(data, pos)
             return
-        self._write_refusal(status, code, message, started)
+        self._write_refusal(status, code, message)
 
-    def _write_refusal(self, status: int, code: str, message: str,
-                       started: float | None = None) -> None:
-        started = time.perf_counter() if started is None else started
-        self.transport.write(self.edge.refusal(status, code, message, started))
+    def _write_refusal(self, status: int, code: str, message: str) -> None:
+        self.transport.write(self.edge.refusal(status, code, message, time.perf_counter()))
         self.transport.close()
         self.buf.clear()
 
@@ -379,7 +416,9 @@ class HttpConnection(asyncio.Protocol):
         if self.holding:
             self.holding = False
             self.wire.hold(False)
-        self._process()
+            data = bytes(self.buf)
+            self.buf.clear()
+            self._process(data)
         self._schedule()
 
     def upgraded(self) -> None:
@@ -427,7 +466,7 @@ class HttpConnection(asyncio.Protocol):
         if self.body is not None:
             self._abandon(408, "request_timeout", "Request body not received in time")
         elif self.buf and not self.in_flight:
-            self._refuse(408, "request_timeout", "Request head not received in time")
+            self._write_refusal(408, "request_timeout", "Request head not received in time")
         else:
             self.transport.close()  # idle or silent
 

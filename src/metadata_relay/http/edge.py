@@ -40,6 +40,10 @@ PREFLIGHT_HEADERS = [
     (b"access-control-max-age", b"86400"),
 ]
 _CORS_LINES = b"".join(b"%s: %s\r\n" % h for h in CORS_HEADERS)
+RID_NAME = b"x-request-id: "
+AFTER_RID = b"\r\n" + _CORS_LINES
+""":meth:`Edge.header_lines` is ``RID_NAME + rid + AFTER_RID`` (for callers that join their
+answer in one go)."""
 REQUEST_ID_MAX = 128
 # a client's x-request-id is echoed only if it is printable ASCII or tab (a control byte would
 # make the response header invalid)
@@ -74,11 +78,12 @@ class RequestMetrics:
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status // 100)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
         row = self.latency.get(route)
         if row is None:
             row = self.latency[route] = [0] * (len(LATENCY_BUCKETS) + 3)
-        row[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        row[_bucket(LATENCY_BUCKETS, seconds)] += 1
         row[-2] += 1
         row[-1] += seconds
 
@@ -97,6 +102,9 @@ class RequestMetrics:
             buckets.append(("+Inf", cumulative[-1]))
             latency.add_metric([route], buckets, sum_value=row[-1])
         yield latency
+
+
+_bucket = bisect.bisect_left
 
 
 def _le(bound: float) -> str:
@@ -134,7 +142,7 @@ class Edge:
     @staticmethod
     def header_lines(rid: bytes) -> bytes:
         """:meth:`headers` rendered ``name: value\\r\\n``."""
-        return b"x-request-id: %s\r\n%s" % (rid, _CORS_LINES)
+        return RID_NAME + rid + AFTER_RID
 
     def finished(self, method: str, route: str, status: int, started: float,
                  rid: bytes) -> None:

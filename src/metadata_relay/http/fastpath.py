@@ -23,41 +23,51 @@ import urllib.parse
 
 import httptools
 
-from metadata_relay.http.edge import Edge
-from metadata_relay.http.h1 import RequestHead, date_line, status_line
-from metadata_relay.metadata.hits import HitAnswers
+from metadata_relay.http.edge import AFTER_RID, RID_NAME, Edge
+from metadata_relay.http.h1 import STATUS_LINES, RequestHead, date_line, status_line
+from metadata_relay.metadata.hits import HitAnswers, Resolved
+from metadata_relay.metadata.routes import is_proxy_path
 
 TARGETS_MAX = 4096  # remembered request targets → (path, query string)
 _CLOSE = b"connection: close\r\n\r\n"
+_UNSEEN = object()
 
 
 class FastPath:
     def __init__(self, hits: HitAnswers, edge: Edge) -> None:
         self.hits = hits
         self.edge = edge
-        self._targets: dict[bytes, tuple[str, bytes] | None] = {}
+        # request target → its resolution (None: not a proxy path, or not one uvicorn could
+        # split); clients repeat their targets
+        self._targets: dict[bytes, Resolved | None] = {}
 
-    def split_target(self, target: bytes) -> tuple[str, bytes] | None:
+    @staticmethod
+    def split_target(target: bytes) -> tuple[str, bytes] | None:
         """``scope["path"]`` and ``scope["query_string"]`` as uvicorn derives them from the
-        request target (memoised: clients repeat their targets), or None when uvicorn could
-        not (then the application's path answers)."""
-        targets = self._targets
-        if target in targets:
-            return targets[target]
-        split: tuple[str, bytes] | None
+        request target, or None when uvicorn could not (then the application's path
+        answers)."""
         try:
             parsed = httptools.parse_url(target)
             path = parsed.path.decode("ascii")  # None for "http://host": uvicorn fails it too
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, AttributeError):
-            split = None
-        else:
-            if "%" in path:
-                path = urllib.parse.unquote(path)
-            split = (path, parsed.query or b"")
+            return None
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        return path, parsed.query or b""
+
+    def _resolve(self, target: bytes) -> Resolved | None:
+        targets = self._targets
+        resolved = targets.get(target, _UNSEEN)
+        if resolved is not _UNSEEN:
+            return resolved  # type: ignore[return-value]
+        split = self.split_target(target)
+        resolved = None
+        if split is not None and is_proxy_path(split[0]):
+            resolved = self.hits.resolve(*split)
         if len(targets) >= TARGETS_MAX:
             targets.clear()
-        targets[target] = split
-        return split
+        targets[target] = resolved
+        return resolved
 
     def answer(self, head: RequestHead) -> tuple[bytes, bytes] | None:
         """(head, body) of the answer to a fresh hit, or None."""
@@ -65,6 +75,9 @@ class FastPath:
         method = head.method
         if (method != b"GET" and method != b"HEAD") or head.length or head.expect or (
                 head.upgrade is not None):
+            return None
+        resolved = self._resolve(head.target)
+        if resolved is None:
             return None
         rid = inm = accept = None
         for name, value in head.headers:
@@ -74,17 +87,15 @@ class FastPath:
                 inm = value
             elif name == b"accept-encoding":
                 accept = value
-        split = self.split_target(head.target)
-        if split is None:
-            return None
         method_name = "GET" if method == b"GET" else "HEAD"
-        hit = self.hits.fresh(method_name, split[0], split[1], inm, accept)
+        hit = self.hits.fresh_resolved(method_name, resolved, inm, accept)
         if hit is None:
             return None
         status, entry_lines, hit_lines, body, label = hit
         edge = self.edge
         rid = edge.request_id(rid)
-        answer = b"".join((status_line(status), date_line(), entry_lines, hit_lines,
-                           edge.header_lines(rid), b"\r\n" if head.keep_alive else _CLOSE))
+        answer = b"".join((STATUS_LINES.get(status) or status_line(status), date_line(),
+                           entry_lines, hit_lines, RID_NAME, rid, AFTER_RID,
+                           b"\r\n" if head.keep_alive else _CLOSE))
         edge.finished(method_name, label, status, started, rid)
         return answer, body

@@ -27,7 +27,7 @@ METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"
 other well-formed method is answered 501 here (CONNECT included: no tunnels)."""
 
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_REQUEST_LINE = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])" % _TCHAR)
+_REQUEST_LINE = re.compile(rb"(%s+) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])" % _TCHAR)
 # field-name ":" OWS field-value OWS; a value is visible ASCII, obs-text, SP and HTAB. The value
 # keeps its trailing OWS, as uvicorn's parser hands it to the app (so both paths see the same)
 _FIELD = re.compile(rb"(%s+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)" % _TCHAR)
@@ -71,92 +71,151 @@ def skip_empty_lines(buf: bytes | bytearray) -> int:
     return pos
 
 
-def _request_line(line: bytes | bytearray) -> tuple[bytes, bytes, bytes]:
+def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
     m = _REQUEST_LINE.fullmatch(line)
     if m is None:
         raise HeadError(400, "Malformed request line")
-    method, target, major, minor = m.groups()
-    if major != b"1" or minor not in (b"0", b"1"):
+    method, target, version = m.groups()
+    if version != b"1.1" and version != b"1.0":
         raise HeadError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
     if target[0] != 0x2F and not (  # "/": origin form
             _ABSOLUTE.fullmatch(target) or (target == b"*" and method == b"OPTIONS")):
         raise HeadError(400, "Malformed request target")
-    return bytes(method), bytes(target), b"1.1" if minor == b"1" else b"1.0"
+    return method, target, version
 
 
-def check_partial(buf: bytes | bytearray, start: int) -> None:
+def check_partial(buf: bytes | bytearray, start: int) -> bool:
     """:class:`HeadError` as soon as an incomplete head starting at ``start`` cannot become a
-    valid one (a TLS handshake, binary noise, a bad request line), rather than at its end."""
+    valid one (a TLS handshake, binary noise, a bad request line), rather than at its end;
+    True once its request line is complete (and valid)."""
     line_end = buf.find(b"\r\n", start)
     if line_end >= 0:
-        _request_line(buf[start:line_end])
-        return
+        _request_line(bytes(buf[start:line_end]))
+        return True
     method = _METHOD_SO_FAR.match(buf, start)
     end = method.end() if method is not None else start
     if end < len(buf) and (buf[end] != 0x20 or end == start):
         raise HeadError(400, "Malformed request line")
+    return False
 
 
 def parse_head(raw: bytes) -> RequestHead:
     """The head ``raw`` (request line and field lines, without the final empty line), or
-    :class:`HeadError`."""
-    lines = raw.split(b"\r\n")
-    method, target, version = _request_line(lines[0])
+    :class:`HeadError`. The ``headers`` of the result may be shared: read them only."""
+    line_end = raw.find(b"\r\n")
+    if line_end < 0:
+        line, fields = raw, b""
+    else:
+        line, fields = raw[:line_end], raw[line_end:]
+    m = _REQUEST_LINE.fullmatch(line)
+    if m is None:
+        raise HeadError(400, "Malformed request line")
+    method, target, version = m.groups()
+    if (version != b"1.1" and version != b"1.0") or target[0] != 0x2F:
+        method, target, version = _request_line(line)  # not the usual line: all the checks
+    parsed = _SECTIONS_SEEN.get(fields)
+    if parsed is None:
+        parsed = _fields(fields)
+    headers, hosts, framing = parsed
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        raise HeadError(400, "Missing or repeated Host header")
+    if method not in METHODS:
+        raise HeadError(501, "Method not implemented")
+    if framing is None:  # the common case: nothing but plain fields
+        return RequestHead(method, target, version, headers, version == b"1.1", 0, None, False)
+    return _with_framing(method, target, version, headers, framing)
+
+
+Fields = tuple[list[tuple[bytes, bytes]], int, "dict[bytes, bytes] | None"]
+SEEN_MAX = 4096
+SECTION_SEEN_MAX_BYTES = 1024
+_SECTIONS_SEEN: dict[bytes, Fields] = {}
+_FIELDS_SEEN: dict[bytes, tuple[bytes, bytes]] = {}
+"""Field sections and field lines parsed before: clients send the same lines (Host,
+User-Agent, Accept...), often the same section, with every request. Pure, bounded (cleared
+when full; sections only up to SECTION_SEEN_MAX_BYTES)."""
+
+
+def _fields(section: bytes) -> Fields:
+    """(fields as (lower-case name, value), how many Host fields, the _FRAMING fields with
+    their values OWS-stripped or None) of ``section``: ``\\r\\n``-led field lines."""
+    lines = section.split(b"\r\n")
     if len(lines) > MAX_HEADERS + 1:
         raise HeadError(431, "Too many header fields")
     headers: list[tuple[bytes, bytes]] = []
-    length = 0
-    seen: set[bytes] = set()
-    connection = upgrade = None
-    expect = False
+    append = headers.append
+    seen = _FIELDS_SEEN
+    hosts = 0
+    framing: dict[bytes, bytes] | None = None
     for line in lines[1:]:
-        f = _FIELD.fullmatch(line)
-        if f is None:
-            raise HeadError(400, "Malformed header field")
-        name = f[1].lower()
-        value = f[2]
-        headers.append((name, value))
-        if name in _SINGLE:
-            if name in seen:
+        pair = seen.get(line)
+        if pair is None:
+            pair = _field(line)
+        append(pair)
+        name = pair[0]
+        if name == b"host":
+            hosts += 1
+        elif name in _FRAMING:
+            if framing is None:
+                framing = {}
+            elif name in framing:
                 raise HeadError(400, "Repeated header field")
-            seen.add(name)
-            value = value.rstrip(b" \t")
-            if name == b"content-length":
-                if _DIGITS.fullmatch(value) is None:
-                    raise HeadError(400, "Malformed Content-Length")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                if version != b"1.1":
-                    raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")
-                if value.lower() != b"chunked":
-                    raise HeadError(501, "Unsupported transfer coding")
-            elif name == b"connection":
-                connection = [t.strip().lower() for t in value.split(b",")]
-            elif name == b"upgrade":
-                upgrade = value.lower()
-            elif name == b"expect":
-                expect = True
-    if b"transfer-encoding" in seen:
-        if b"content-length" in seen:
+            framing[name] = pair[1].rstrip(b" \t")
+    parsed = (headers, hosts, framing)
+    if len(section) <= SECTION_SEEN_MAX_BYTES:
+        if len(_SECTIONS_SEEN) >= SEEN_MAX:
+            _SECTIONS_SEEN.clear()
+        _SECTIONS_SEEN[section] = parsed
+    return parsed
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    f = _FIELD.fullmatch(line)
+    if f is None:
+        raise HeadError(400, "Malformed header field")
+    pair = (f[1].lower(), f[2])
+    if len(_FIELDS_SEEN) >= SEEN_MAX:
+        _FIELDS_SEEN.clear()
+    _FIELDS_SEEN[line] = pair
+    return pair
+
+
+def _with_framing(method: bytes, target: bytes, version: bytes,
+                  headers: list[tuple[bytes, bytes]], framing: dict[bytes, bytes]
+                  ) -> RequestHead:
+    length = 0
+    value = framing.get(b"content-length")
+    if value is not None:
+        if _DIGITS.fullmatch(value) is None:
+            raise HeadError(400, "Malformed Content-Length")
+        length = int(value)
+    value = framing.get(b"transfer-encoding")
+    if value is not None:
+        if version != b"1.1":
+            raise HeadError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if value.lower() != b"chunked":
+            raise HeadError(501, "Unsupported transfer coding")
+        if b"content-length" in framing:
             raise HeadError(400, "Both Content-Length and Transfer-Encoding")
         length = CHUNKED
-    if version == b"1.1" and b"host" not in seen:
-        raise HeadError(400, "Missing Host header")
-    if method not in METHODS:
-        raise HeadError(501, "Method not implemented")
+    value = framing.get(b"connection")
+    connection = None if value is None else [t.strip().lower() for t in value.split(b",")]
     keep_alive = version == b"1.1" and (connection is None or b"close" not in connection)
+    upgrade = framing.get(b"upgrade")
     if upgrade is not None and connection is not None and b"upgrade" in connection:
         if version != b"1.1" or length:
             raise HeadError(400, "Malformed upgrade request")
+        upgrade = upgrade.lower()
     else:
         upgrade = None
-    return RequestHead(method, target, version, headers, keep_alive, length, upgrade, expect)
+    return RequestHead(method, target, version, headers, keep_alive, length, upgrade,
+                       b"expect" in framing)
 
 
-# fields a request may carry once: framing (a second one could be read two ways), and the ones
-# whose meaning uvicorn and its parser take from different occurrences
-_SINGLE = frozenset((b"content-length", b"transfer-encoding", b"connection", b"upgrade",
-                     b"host", b"expect"))
+# fields a request may carry once (as Host): framing (a second one could be read two ways), and
+# the ones whose meaning uvicorn and its parser take from different occurrences
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection", b"upgrade",
+                      b"expect"))
 
 
 class BodyError(Exception):
@@ -181,13 +240,14 @@ class Body:
         self._state = self._SIZE if self.chunked else self._DATA
         self._line = b""  # a chunk-size, chunk-end or trailer line read so far
 
-    def take(self, data: bytes | bytearray) -> int:
+    def take(self, data: bytes | bytearray, start: int = 0) -> int:
+        """How many bytes of ``data[start:]`` belong to the body."""
         if not self.chunked:
-            n = min(self.left, len(data))
+            n = min(self.left, len(data) - start)
             self.left -= n
             self.done = self.left == 0
             return n
-        pos, size = 0, len(data)
+        pos, size = start, len(data)
         while pos < size and not self.done:
             state = self._state
             if state == self._DATA:
@@ -224,34 +284,27 @@ class Body:
                     raise BodyError("malformed trailer field")
             else:
                 self.done = True
-        return pos
+        return pos - start
 
 
-_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
-                 for s in http.HTTPStatus}
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
+                for s in http.HTTPStatus}
 
 
 def status_line(status: int) -> bytes:
     """``HTTP/1.1 <status> <phrase>\\r\\n``, as uvicorn writes it."""
-    line = _STATUS_LINES.get(status)
+    line = STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
-class _Date:
-    __slots__ = ("line", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.line = b""
-
-    def __call__(self) -> bytes:
-        now = time.time()
-        second = int(now)
-        if second != self.second:
-            self.line = b"date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode()
-            self.second = second
-        return self.line
+_date = [-1, b""]  # the second and the line rendered for it
 
 
-date_line = _Date()
-"""``date: <IMF-fixdate>\\r\\n`` for now (rendered once per second)."""
+def date_line() -> bytes:
+    """``date: <IMF-fixdate>\\r\\n`` for now (rendered once per second)."""
+    now = time.time()
+    second = int(now)
+    if second != _date[0]:
+        _date[1] = b"date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode()
+        _date[0] = second
+    return _date[1]  # type: ignore[return-value]

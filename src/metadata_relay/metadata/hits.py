@@ -22,6 +22,7 @@ from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.metadata.routes import Match, forwarded_params, is_proxy_path, match
 
 RESOLVED_MAX = 4096  # remembered (path, query) → route resolutions
+HIT_LINES_MAX = 4096  # remembered (age, max-age) → hit header lines
 _X_CACHE = {c: c.encode() for c in ("HIT", "MISS", "STALE")}
 
 Resolved = tuple[Match, list[tuple[str, str]], str] | None
@@ -77,6 +78,8 @@ class HitAnswers:
         self.proxy = proxy
         # route match + forwarded params + cache key per (path, query string): hot keys repeat
         self._resolved: dict[tuple[str, bytes], Resolved] = {}
+        # a hit's x-cache/age/cache-control lines per (age, max-age): they change once a second
+        self._hit_lines: dict[tuple[int, int], bytes] = {}
 
     def resolve(self, path: str, qs: bytes) -> Resolved:
         """Route, forwarded params and cache key for a proxy path, or None (→ 404)."""
@@ -105,11 +108,14 @@ class HitAnswers:
         ``(status, entry header lines, hit header lines, body, route label)``: the headers
         :func:`entry_headers` gives the gateway, in its order, rendered ``name: value\\r\\n``;
         the body is empty for HEAD and 304."""
-        if method != "GET" and method != "HEAD":
+        if (method != "GET" and method != "HEAD") or not is_proxy_path(path):
             return None
-        if not is_proxy_path(path):
-            return None
-        resolved = self.resolve(path, qs)
+        return self.fresh_resolved(method, self.resolve(path, qs), inm, accept)
+
+    def fresh_resolved(self, method: str, resolved: Resolved, inm: bytes | None,
+                       accept: bytes | None) -> Fresh | None:
+        """:meth:`fresh` for a GET or HEAD on a proxy path already resolved
+        (:meth:`resolve`; callers that memoise their request targets)."""
         if resolved is None:
             return None
         now = time.time()
@@ -118,8 +124,15 @@ class HitAnswers:
         if entry is None:
             return None
         proxy.fast_hits += 1
-        hit = b"x-cache: HIT\r\nage: %d\r\ncache-control: public, max-age=%d\r\n" % (
-            max(int(now - entry.stored_at), 0), max(int(entry.expires_at - now), 0))
+        age = int(now - entry.stored_at)
+        left = int(entry.expires_at - now)
+        ages = (age if age > 0 else 0, left if left > 0 else 0)
+        hit = self._hit_lines.get(ages)
+        if hit is None:
+            if len(self._hit_lines) >= HIT_LINES_MAX:
+                self._hit_lines.clear()
+            hit = self._hit_lines[ages] = (
+                b"x-cache: HIT\r\nage: %d\r\ncache-control: public, max-age=%d\r\n" % ages)
         label = resolved[0].route.template
         if inm is not None and etag_matches(inm, entry.etag):
             return 304, entry.etag_block(), hit, b"", label
