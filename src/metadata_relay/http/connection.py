@@ -28,6 +28,10 @@ Per connection:
   (:mod:`.server`): it would not see the requests answered here.
 - **Upgrades.** A WebSocket upgrade goes to uvicorn, which switches the transport to the
   WebSocket protocol (:mod:`.websocket`); from then on this object is out of the way.
+
+Answers given here are not counted in uvicorn's ``limit_max_requests``, and a socket without
+IP addresses (which :mod:`.links` cannot key) is left to uvicorn's protocol alone; neither
+occurs in the service's configuration.
 """
 
 from __future__ import annotations
@@ -183,6 +187,7 @@ class HttpConnection(asyncio.Protocol):
         self.last = False  # a request after which nothing more is read went to uvicorn
         self.failed = False  # the app did not complete an answer: uvicorn ends the connection
         self.detached = False  # upgraded: the transport belongs to another protocol
+        self.passthrough = False  # uvicorn's protocol alone (a non-IP socket)
         self.eof = False
         self.holding = False  # a head waits for the answers before it (reading paused)
         self.write_paused = False
@@ -199,11 +204,17 @@ class HttpConnection(asyncio.Protocol):
         self.wire = InnerTransport(self.transport, self)
         self.inner.connection_made(self.wire)
         self.key = transport_key(transport)
+        if self.key is None:  # not an IP socket: the app cannot report back; uvicorn alone
+            self.passthrough = True
+            return
         self.links.add(self.key, self)
         self.head_deadline = self.loop.time() + self.limits.header_timeout
         self._schedule()
 
     def data_received(self, data: bytes) -> None:
+        if self.passthrough:
+            self.inner.data_received(data)
+            return
         if self.detached:  # pragma: no cover - the transport calls the new protocol
             return
         buf = self.buf
@@ -232,6 +243,8 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.inner.eof_received()
+        if self.passthrough:
+            return None
         self.eof = True
         # answers still being made for what was read are written before the close
         return True if self.in_flight and not self.failed else None
@@ -240,7 +253,9 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         self.links.drop(self.key, self)
         self.buf.clear()
-        self.inner.connection_lost(exc)
+        # always None: only then does uvicorn's protocol cancel its keep-alive timer (set far
+        # out, see server.py), which would otherwise keep a reset connection's objects alive
+        self.inner.connection_lost(None)
 
     def pause_writing(self) -> None:
         self.write_paused = True
