@@ -11,14 +11,11 @@ it in order, so it goes through ASGI.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,113 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.doubles.fake_upstream import FakeUpstream
+from tests.integration.http.rawhttp import (
+    WARM,
+    WARM2,
+    Conn,
+    Resp,
+    cold_path,
+    parse_head,
+    req,
+)
 from tests.relay_server import serve_relay
 from tests.tools import ServiceProcess, start_service
-
-WARM = "/tmdb/tv/shows/1399"
-WARM2 = "/tmdb/tv/search?query=lost&page=1"
-_cold = itertools.count(1000)
-
-
-def cold_path() -> str:
-    return f"/tmdb/movies/{next(_cold)}"
-
-
-@dataclass
-class Resp:
-    status: int
-    headers: list[tuple[str, str]]  # names lower-cased, in wire order
-    body: bytes
-
-    def get(self, name: str) -> str | None:
-        values = [v for n, v in self.headers if n == name]
-        assert len(values) <= 1, (name, values)
-        return values[0] if values else None
-
-
-def parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
-    lines = raw.decode("latin-1").split("\r\n")
-    m = re.fullmatch(r"HTTP/1\.1 (\d{3}) .*", lines[0])
-    assert m is not None, lines[0]
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(": ")
-        assert sep and name == name.lower() and name.strip() == name, line
-        headers.append((name, value))
-    return int(m.group(1)), headers
-
-
-class Conn:
-    """A raw HTTP/1.1 client connection: bytes out, responses parsed by hand."""
-
-    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket()
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-
-    def __enter__(self) -> Conn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(262144)
-        if not chunk:
-            raise EOFError(self.buf[:200])
-        self.buf += chunk
-
-    def response(self, head: bool = False) -> Resp:
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        status, headers = parse_head(raw)
-        assert not any(n == "transfer-encoding" for n, _ in headers)
-        length = dict(headers).get("content-length")
-        n = 0 if head or status in (204, 304) or length is None else int(length)
-        while len(self.buf) < n:
-            self._fill()
-        body, self.buf = self.buf[:n], self.buf[n:]
-        return Resp(status, headers, body)
-
-    def closed_by_server(self) -> bool:
-        """True when the server closed the connection (after any buffered bytes)."""
-        if self.buf:
-            return False
-        return self.sock.recv(1) == b""
-
-
-def req(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", "host: 127.0.0.1", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    fake.body_padding = 30 * 1024  # bodies large enough to be gzipped, like P1's
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(upstream: FakeUpstream,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    svc = start_service(tmp_path_factory.mktemp("fastpath"),
-                        {**upstream.env(), "TURN_ENABLED": "false"})
-    for path in (WARM, WARM2):
-        with Conn(svc.port) as c:
-            c.send(req(path))
-            assert c.response().get("x-cache") == "MISS"
-    yield svc
-    svc.stop()
-    assert "Traceback" not in svc.log() and "Exception in ASGI" not in svc.log(), svc.log()
 
 
 def stats(svc: ServiceProcess) -> dict:

@@ -7,34 +7,13 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from tests.doubles.fake_upstream import FakeUpstream
-from tests.integration.http.test_fastpath import WARM, Conn, cold_path, fast_hits, req
-from tests.tools import ServiceProcess, start_service
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(upstream: FakeUpstream,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    svc = start_service(tmp_path_factory.mktemp("framing"),
-                        {**upstream.env(), "TURN_ENABLED": "false"})
-    with Conn(svc.port) as c:
-        c.send(req(WARM))
-        assert c.response().get("x-cache") == "MISS"
-    yield svc
-    svc.stop()
-    assert "Traceback" not in svc.log(), svc.log()
-
+from tests.integration.http.rawhttp import WARM, Conn, cold_path, req
+from tests.integration.http.test_fastpath import fast_hits
+from tests.tools import ServiceProcess
 
 SMUGGLED = "/tmdb/movies/424242"  # the request hidden in each attempt: must never be fetched
 HIDDEN = f"GET {SMUGGLED} HTTP/1.1\r\nhost: x\r\n\r\n"

@@ -30,17 +30,25 @@ HIT = "/tmdb/tv/shows/1399"
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 async def port(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[int]:
     async with serve_relay(tmp_path, {**upstream.env(), **LIMITS}) as base:
         yield int(base.rsplit(":", 1)[1])
+
+
+async def trickle(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                  pieces: list[bytes]) -> tuple[bytes, float]:
+    """Send ``pieces`` 0.1 s apart until the server answers; (the answer, seconds taken)."""
+    started = time.monotonic()
+    answer = b""
+    for piece in pieces:
+        writer.write(piece)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 0.1)
+        except TimeoutError:
+            continue
+        break
+    return answer, time.monotonic() - started
 
 
 async def read_until_closed(reader: asyncio.StreamReader, limit: float) -> bytes:
@@ -66,16 +74,7 @@ async def test_a_trickled_head_is_cut_at_the_header_timeout(port: int, path: str
     however steadily bytes keep coming."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = request(path, "x-a: " + "b" * 200)
-    started = time.monotonic()
-    answer = b""
-    for byte in head:
-        writer.write(bytes((byte,)))
-        try:
-            answer = await asyncio.wait_for(reader.read(), 0.1)
-        except TimeoutError:
-            continue
-        break
-    elapsed = time.monotonic() - started
+    answer, elapsed = await trickle(writer, reader, [bytes((b,)) for b in head])
     assert HEADER_TIMEOUT - 0.05 <= elapsed <= HEADER_TIMEOUT + SLACK, elapsed
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "request_timeout"
@@ -113,15 +112,7 @@ async def test_a_body_that_stops_coming_is_cut_at_the_body_timeout(port: int) ->
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /relay/instances HTTP/1.1\r\nhost: t\r\ncontent-type: application/json"
                  b"\r\ncontent-length: 1000\r\n\r\n{\"instance_id\": ")
-    started = time.monotonic()
-    for _ in range(20):  # a byte every 0.1 s is not enough either
-        writer.write(b" ")
-        try:
-            answer = await asyncio.wait_for(reader.read(), 0.1)
-        except TimeoutError:
-            continue
-        break
-    elapsed = time.monotonic() - started
+    answer, elapsed = await trickle(writer, reader, [b" "] * 20)  # a byte every 0.1 s
     assert BODY_TIMEOUT - 0.05 <= elapsed <= BODY_TIMEOUT + SLACK
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     writer.close()
