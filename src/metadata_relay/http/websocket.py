@@ -198,13 +198,13 @@ class RelayWebSocketProtocol(asyncio.Protocol):
             frame = frame_at(buf, pos)
             if frame is None:
                 break
-            if not frame.masked or frame.length > limit:
+            first, masked, length, payload_at, end = frame
+            if not masked or length > limit:
                 # websockets reads the rest of the stream (and closes with 1002 / 1009)
                 self._passthrough(pos if given < 0 else given)
                 return
-            if frame.end > len(buf):
+            if end > len(buf):
                 break
-            first = frame.first
             if first == FIN_TEXT and self._lane_open():
                 if given >= 0:  # control frames before it go first
                     self.inner.data_received(bytes(buf[given:pos]))
@@ -212,12 +212,12 @@ class RelayWebSocketProtocol(asyncio.Protocol):
                 sink = self.sink
                 if sink is not None and self._lane_open():
                     try:
-                        text = unmasked(buf, frame).decode()
+                        text = unmasked(buf, payload_at, end).decode()
                     except UnicodeDecodeError:
                         pass  # websockets closes with 1007
                     else:
                         if sink(text):
-                            pos = frame.end
+                            pos = end
                             continue
             if given < 0:
                 given = pos
@@ -233,7 +233,7 @@ class RelayWebSocketProtocol(asyncio.Protocol):
                     self.fed += 1
             elif op == OP_CLOSE:
                 self.closing = True
-            pos = frame.end
+            pos = end
         if given >= 0:
             self.inner.data_received(bytes(buf[given:pos]))
         if pos:

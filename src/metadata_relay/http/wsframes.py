@@ -5,7 +5,6 @@ frame it does not take is left whole to ``websockets``."""
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 try:
     # the C version of websockets.utils.apply_mask, as websockets' own frame parser uses it
@@ -20,12 +19,9 @@ _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 
 
-class Frame(NamedTuple):
-    first: int  # FIN, RSV and opcode byte
-    masked: bool
-    length: int  # payload bytes
-    payload_at: int  # offset of the payload (after the masking key, if any)
-    end: int  # offset after the frame
+Frame = tuple[int, bool, int, int, int]
+"""(first byte: FIN, RSV and opcode; masked; payload length; offset of the payload (after the
+masking key, if any); offset after the frame). A plain tuple: one per frame, on the hot path."""
 
 
 def frame_at(buf: bytes | bytearray, pos: int) -> Frame | None:
@@ -52,13 +48,12 @@ def frame_at(buf: bytes | bytearray, pos: int) -> Frame | None:
         at += 4
         if at > size:
             return None
-    return Frame(buf[pos], masked, n, at, at + n)
+    return buf[pos], masked, n, at, at + n
 
 
-def unmasked(buf: bytes | bytearray, frame: Frame) -> bytes:
-    """The payload of a complete masked ``frame`` in ``buf``."""
-    at = frame.payload_at
-    return apply_mask(buf[at:frame.end], bytes(buf[at - 4:at]))
+def unmasked(buf: bytes | bytearray, payload_at: int, end: int) -> bytes:
+    """The payload of a complete masked frame in ``buf`` (from :func:`frame_at`)."""
+    return apply_mask(buf[payload_at:end], bytes(buf[payload_at - 4:payload_at]))
 
 
 def text_frame(data: bytes) -> bytes:
