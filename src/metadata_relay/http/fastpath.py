@@ -28,7 +28,7 @@ from metadata_relay.http.h1 import STATUS_LINES, RequestHead, date_line, status_
 from metadata_relay.metadata.hits import HitAnswers, Resolved
 from metadata_relay.metadata.routes import is_proxy_path
 
-TARGETS_MAX = 4096  # remembered request targets → (path, query string)
+TARGETS_MAX, TARGET_MAX_BYTES = 4096, 512  # remembered request targets → resolution
 _CLOSE = b"connection: close\r\n\r\n"
 _UNSEEN = object()
 
@@ -64,9 +64,10 @@ class FastPath:
         resolved = None
         if split is not None and is_proxy_path(split[0]):
             resolved = self.hits.resolve(*split)
-        if len(targets) >= TARGETS_MAX:
-            targets.clear()
-        targets[target] = resolved
+        if len(target) <= TARGET_MAX_BYTES:
+            if len(targets) >= TARGETS_MAX:
+                targets.clear()
+            targets[target] = resolved
         return resolved
 
     def answer(self, head: RequestHead) -> tuple[bytes, bytes] | None:

@@ -127,13 +127,13 @@ def parse_head(raw: bytes) -> RequestHead:
 
 
 Fields = tuple[list[tuple[bytes, bytes]], int, "dict[bytes, bytes] | None"]
-SEEN_MAX = 4096
-SECTION_SEEN_MAX_BYTES = 1024
+SECTIONS_SEEN_MAX, SECTION_SEEN_MAX_BYTES = 1024, 1024
+FIELDS_SEEN_MAX, FIELD_SEEN_MAX_BYTES = 4096, 256
 _SECTIONS_SEEN: dict[bytes, Fields] = {}
 _FIELDS_SEEN: dict[bytes, tuple[bytes, bytes]] = {}
 """Field sections and field lines parsed before: clients send the same lines (Host,
-User-Agent, Accept...), often the same section, with every request. Pure, bounded (cleared
-when full; sections only up to SECTION_SEEN_MAX_BYTES)."""
+User-Agent, Accept...), often the same section, with every request. Pure and bounded: short
+ones only, cleared when full (at most about 1 MiB + 1 MiB of keys, whatever clients send)."""
 
 
 def _fields(section: bytes) -> Fields:
@@ -163,7 +163,7 @@ def _fields(section: bytes) -> Fields:
             framing[name] = pair[1].rstrip(b" \t")
     parsed = (headers, hosts, framing)
     if len(section) <= SECTION_SEEN_MAX_BYTES:
-        if len(_SECTIONS_SEEN) >= SEEN_MAX:
+        if len(_SECTIONS_SEEN) >= SECTIONS_SEEN_MAX:
             _SECTIONS_SEEN.clear()
         _SECTIONS_SEEN[section] = parsed
     return parsed
@@ -174,9 +174,10 @@ def _field(line: bytes) -> tuple[bytes, bytes]:
     if f is None:
         raise HeadError(400, "Malformed header field")
     pair = (f[1].lower(), f[2])
-    if len(_FIELDS_SEEN) >= SEEN_MAX:
-        _FIELDS_SEEN.clear()
-    _FIELDS_SEEN[line] = pair
+    if len(line) <= FIELD_SEEN_MAX_BYTES:
+        if len(_FIELDS_SEEN) >= FIELDS_SEEN_MAX:
+            _FIELDS_SEEN.clear()
+        _FIELDS_SEEN[line] = pair
     return pair
 
 

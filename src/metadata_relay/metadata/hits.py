@@ -21,7 +21,7 @@ from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.metadata.routes import Match, forwarded_params, is_proxy_path, match
 
-RESOLVED_MAX = 4096  # remembered (path, query) → route resolutions
+RESOLVED_MAX, RESOLVED_MAX_BYTES = 4096, 512  # remembered (path, query) → route resolutions
 HIT_LINES_MAX = 4096  # remembered (age, max-age) → hit header lines
 _X_CACHE = {c: c.encode() for c in ("HIT", "MISS", "STALE")}
 
@@ -94,9 +94,10 @@ class HitAnswers:
             query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True) if qs else []
             params = forwarded_params(m.route, query)
             resolved = (m, params, cache_key(path, params))
-        if len(self._resolved) >= RESOLVED_MAX:
-            self._resolved.clear()
-        self._resolved[cache_id] = resolved
+        if len(path) + len(qs) <= RESOLVED_MAX_BYTES:
+            if len(self._resolved) >= RESOLVED_MAX:
+                self._resolved.clear()
+            self._resolved[cache_id] = resolved
         return resolved
 
     def fresh(self, method: str, path: str, qs: bytes, inm: bytes | None,

@@ -273,3 +273,18 @@ def test_what_the_reader_accepts_llhttp_frames_the_same(requests: list[bytes]) -
         assert (h.method, h.target, h.version) == (m["method"], m["url"], m["version"])
         assert h.headers == m["head_fields"]
         assert h.keep_alive == m["keep_alive"]
+
+
+def test_the_parse_memos_stay_small_whatever_clients_send() -> None:
+    from metadata_relay.http import h1
+
+    for i in range(3 * h1.FIELDS_SEEN_MAX):
+        head(b"GET / HTTP/1.1\r\nhost: a\r\nx-%d: %s\r\n\r\n" % (i, b"v" * (i % 600)))
+    assert len(h1._FIELDS_SEEN) <= h1.FIELDS_SEEN_MAX
+    assert len(h1._SECTIONS_SEEN) <= h1.SECTIONS_SEEN_MAX
+    assert max(map(len, h1._FIELDS_SEEN)) <= h1.FIELD_SEEN_MAX_BYTES
+    assert max(map(len, h1._SECTIONS_SEEN)) <= h1.SECTION_SEEN_MAX_BYTES
+    # a memoised section parses to what a fresh parse gives
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"
+    first, again = head(raw), head(raw)
+    assert first.headers == again.headers == [(b"host", b"a"), (b"accept", b"*/*")]

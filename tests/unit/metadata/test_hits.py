@@ -61,3 +61,13 @@ def test_fresh_declines_everything_but_a_fresh_memory_hit(proxy: MetadataProxy) 
     proxy.memory.put(key, Entry.create(200, "application/json", BODY, 10, now=time.time() - 20))
     assert answers.fresh("GET", PATH, b"", None, None) is None  # expired: stale
     assert proxy.hits == 0 and proxy.fast_hits == 0
+
+
+def test_the_resolution_memo_keeps_short_keys_only(proxy: MetadataProxy) -> None:
+    from metadata_relay.metadata import hits
+
+    answers = HitAnswers(proxy)
+    for i in range(2 * hits.RESOLVED_MAX):
+        answers.resolve(PATH, b"q=" + b"x" * (i % 900))
+    assert len(answers._resolved) <= hits.RESOLVED_MAX
+    assert all(len(p) + len(q) <= hits.RESOLVED_MAX_BYTES for p, q in answers._resolved)
