@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from metadata_relay.config import load_settings
 from metadata_relay.http import fastpath
 from metadata_relay.http.edge import Edge, RequestMetrics
 from metadata_relay.http.fastpath import FastPath
 from metadata_relay.http.h1 import head_end, parse_head
-from metadata_relay.metadata.cache import Entry, cache_key
 from metadata_relay.metadata.hits import HitAnswers
-from metadata_relay.metadata.proxy import MetadataProxy
-
-PATH = "/tmdb/tv/shows/1399"
-BODY = b'{"name": "' + b"x" * 2000 + b'"}'
+from tests.unit.metadata.test_hits import BODY, PATH, proxy_holding_path
 
 
 @pytest.fixture
 def fast(tmp_path) -> FastPath:
-    settings = load_settings({"TMDB_API_KEY": "k", "SQLITE_DB_PATH": str(tmp_path / "r.db")})
-    proxy = MetadataProxy(settings, db=None, redis=None)  # type: ignore[arg-type]
-    proxy.memory.put(cache_key(PATH, []), Entry.create(200, "application/json", BODY, 3600))
-    return FastPath(HitAnswers(proxy), Edge(metrics=RequestMetrics()))
+    return FastPath(HitAnswers(proxy_holding_path(tmp_path)), Edge(metrics=RequestMetrics()))
 
 
 def head(*lines: str):

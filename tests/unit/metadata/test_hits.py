@@ -15,12 +15,17 @@ PATH = "/tmdb/tv/shows/1399"
 BODY = b'{"name": "' + b"x" * 2000 + b'"}'
 
 
-@pytest.fixture
-def proxy(tmp_path) -> MetadataProxy:
+def proxy_holding_path(tmp_path) -> MetadataProxy:
+    """A proxy (no storage behind it) whose memory tier holds a fresh entry for PATH."""
     settings = load_settings({"TMDB_API_KEY": "k", "SQLITE_DB_PATH": str(tmp_path / "r.db")})
     proxy = MetadataProxy(settings, db=None, redis=None)  # type: ignore[arg-type]
     proxy.memory.put(cache_key(PATH, []), Entry.create(200, "application/json", BODY, 3600))
     return proxy
+
+
+@pytest.fixture
+def proxy(tmp_path) -> MetadataProxy:
+    return proxy_holding_path(tmp_path)
 
 
 def lines(headers: list[tuple[bytes, bytes]]) -> bytes:
