@@ -1,5 +1,6 @@
-"""Builds the service: the shared state (:class:`Runtime`), every component, the routes, and
-the ASGI app whose lifespan opens storage and starts/stops the components in order."""
+"""Builds the service: the shared state (:class:`Runtime`), every component, the routes, the
+ASGI app whose lifespan opens storage and starts/stops the components in order, and what the
+listener shares with it (:class:`~metadata_relay.http.server.Service`)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from typing import Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp
 
 from metadata_relay.config import Settings
 from metadata_relay.crashes.routes import routes as crash_routes
 from metadata_relay.http import status
 from metadata_relay.http.bodies import BodyTooLarge, too_large
-from metadata_relay.http.edge import EdgeMiddleware
-from metadata_relay.metadata.gateway import STATE_KEY, MetadataGateway
+from metadata_relay.http.edge import Edge, EdgeMiddleware
+from metadata_relay.http.fastpath import FastPath
+from metadata_relay.http.server import Service
+from metadata_relay.metadata.gateway import MetadataGateway
+from metadata_relay.metadata.hits import HitAnswers
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing.clock import Clock
@@ -74,13 +77,15 @@ class Runtime:
             raise
 
 
-def build_components(runtime: Runtime, redis: RedisAdapter | None,
+def build_components(runtime: Runtime, redis: RedisAdapter | None, proxy: MetadataProxy,
                      pairing: PairingComponent) -> list[Component]:
-    """Every component, in start order, each given what it needs: the one Redis client
-    (when ``REDIS_URL`` is set) goes to the cache and to pairing."""
+    """Every component, in start order, each given what it needs. ``redis`` (the one Redis
+    client, when ``REDIS_URL`` is set), ``proxy`` and ``pairing`` are built with the app: the
+    listener's fast path answers from the proxy's memory tier, and the pairing routes get
+    their service by construction."""
     settings = runtime.settings
     components: list[Component] = [] if redis is None else [redis]
-    components.append(MetadataProxy(settings, runtime.db, redis))
+    components.append(proxy)
     if settings.TURN_ENABLED:
         from metadata_relay.turn.component import TurnComponent
 
@@ -100,29 +105,31 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None,
-               pairing_clock: Clock | None = None) -> ASGIApp:
-    """The service's ASGI app. ``pairing_limits`` and ``pairing_clock`` replace the pairing
-    limits and clock (tests)."""
+               pairing_clock: Clock | None = None) -> Service:
+    """The service: its ASGI app (the HTTP edge outermost, then the proxy's gateway, then the
+    routes) and the fast path and edge the listener shares with it. ``pairing_limits`` and
+    ``pairing_clock`` replace the pairing limits and clock (tests)."""
     runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH))
     redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
-    # built now so its routes get the service by construction; secrets are read at start
+    proxy = MetadataProxy(settings, runtime.db, redis)
+    hits = HitAnswers(proxy)
+    edge = Edge(access_log=settings.HTTP_ACCESS_LOG)
+    # secrets are read at start
     pairing = PairingComponent(settings, runtime.db, runtime, redis, pairing_limits,
                                pairing_clock)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.open()
-        app.state.runtime = runtime
         started: list[Component] = []
         try:
-            for component in build_components(runtime, redis, pairing):
+            for component in build_components(runtime, redis, proxy, pairing):
                 await component.start()
                 started.append(component)
                 runtime.components[component.name] = component
             log.info("started", port=settings.PORT, database=str(settings.SQLITE_DB_PATH),
                      components=[c.name for c in started])
-            # ASGI lifespan state: copied into every request's scope["state"]
-            yield {STATE_KEY: runtime.components["cache"]}
+            yield
         finally:
             for component in reversed(started):
                 try:
@@ -139,4 +146,4 @@ def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = Non
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, BodyTooLarge: too_large},
     )
-    return MetadataGateway(EdgeMiddleware(app))
+    return Service(EdgeMiddleware(MetadataGateway(app, hits), edge), edge, FastPath(hits, edge))

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     # HTTP listener
     HOST: str = "0.0.0.0"
     PORT: int = Field(4001, ge=0, le=65535)
+    HTTP_HEADER_TIMEOUT: float = Field(10.0, gt=0, le=300)
+    HTTP_IDLE_TIMEOUT: float = Field(5.0, gt=0, le=3600)
+    HTTP_BODY_TIMEOUT: float = Field(30.0, gt=0, le=3600)
+    HTTP_MAX_HEADER_BYTES: int = Field(16384, ge=1024, le=1024 * 1024)
+    HTTP_ACCESS_LOG: bool = False
 
     # storage
     SQLITE_DB_PATH: Path = Path("./data/metadata_relay.db")

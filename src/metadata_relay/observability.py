@@ -2,30 +2,28 @@
 
 Metrics live in one process-wide registry (``REGISTRY``); each package declares its own
 collectors against it. Hot paths only increment counters: never log per request or packet.
+
+No log line carries a payload, the libraries' included: an exception is logged as its type and
+where it was raised, never its message (``UnicodeDecodeError``, websockets' header errors and
+many more quote the bytes a client sent), and the libraries that log frames or requests at
+debug level (uvicorn, which hands its logger to websockets) log from ``info`` up only.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-HTTP_REQUESTS = Counter(
-    "relay_http_requests_total", "HTTP requests by route and status class",
-    ["route", "status"], registry=REGISTRY,
-)
-HTTP_LATENCY = Histogram(
-    "relay_http_request_duration_seconds", "HTTP request latency by route", ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-    registry=REGISTRY,
-)
 WEBSOCKETS_OPEN = Gauge(
     "relay_websockets_open", "Open WebSockets by kind", ["kind"], registry=REGISTRY
 )
@@ -41,6 +39,40 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+# loggers whose debug output quotes requests or frames: websockets logs every frame (with its
+# data) to the logger uvicorn gives it, "uvicorn.error"
+QUIET_BELOW_INFO = ("uvicorn", "uvicorn.error", "websockets")
+QUIET_BELOW_WARNING = ("uvicorn.access", "aiosqlite")
+TRACEBACK_FRAMES = 12
+
+
+def _exception(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``exc_info`` → ``exception`` (its type, then the types of what caused it) and
+    ``traceback`` (``file:line in function`` of the innermost frames); no message."""
+    exc_info = event.pop("exc_info", None)
+    if not exc_info:
+        return event
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    exc = exc_info[1] if isinstance(exc_info, tuple) else None
+    if not isinstance(exc, BaseException):
+        return event
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain and len(chain) < 8:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    event["exception"] = " <- ".join(type(e).__qualname__ for e in chain)
+    event["traceback"] = _frames(chain[0].__traceback__)
+    return event
+
+
+def _frames(tb: TracebackType | None) -> list[str]:
+    frames = traceback.extract_tb(tb)[-TRACEBACK_FRAMES:]
+    return [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames]
+
+
 def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     """JSON lines on stdout (console rendering on a TTY unless ``fmt`` says otherwise)."""
     if fmt is None:
@@ -54,9 +86,10 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
+        _exception,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
@@ -72,9 +105,12 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # uvicorn.access logs every request line; aiosqlite logs every statement with its
-    # parameters at debug level (crash reports, tokens, generated secrets): never below warning
-    for name in ("uvicorn.access", "aiosqlite"):
+    for name in QUIET_BELOW_INFO:
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    # uvicorn.access would log request lines (the edge keeps its own, without paths);
+    # aiosqlite logs every statement with its parameters at debug level (crash reports,
+    # tokens, generated secrets): never below warning
+    for name in QUIET_BELOW_WARNING:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -236,6 +236,12 @@ class DeployConfig(BaseModel):
 
     _path: Path = PrivateAttr(default=DEFAULT_CONFIG)
 
+    def model_post_init(self, context: Any) -> None:
+        """The file the settings came from (``model_validate(..., context={"path": p})``):
+        relative key paths are read from its folder."""
+        if isinstance(context, dict) and context.get("path") is not None:
+            self._path = Path(context["path"])
+
     @property
     def path(self) -> Path:
         return self._path
@@ -360,7 +366,6 @@ def parse_config(raw: Any, path: Path) -> DeployConfig:
     except ValidationError as exc:
         problems = [_problem(e, path) for e in exc.errors()]
     if cfg is not None:
-        cfg._path = path
         seen: dict[str, str] = {}
         for key, label in cfg.subdomains().items():
             if label in seen:

@@ -1,2 +1,3 @@
-"""The HTTP server side: uvicorn configuration, edge middleware, the fast path for cache hits,
-the WebSocket relay lane, and the service routes."""
+"""The HTTP server side: the listener (uvicorn configuration, each connection's strict reader,
+limits and fast path for cache hits, the WebSocket relay lane), the HTTP edge, request bodies,
+and the service routes."""

@@ -1,52 +1,61 @@
-"""uvicorn's ``websockets-sansio`` WebSocket protocol plus a synchronous lane for relay frames.
+"""WebSockets on the listener: uvicorn's ``websockets-sansio`` protocol, with a synchronous
+lane for relay frames in front of it.
 
-Plain ASGI costs a relayed frame an ``asyncio.Queue`` hand-off, a task wake-up, a
-pause/resume of reading, and on the way out a writer task and two awaited ``send`` layers.
-At 10,000 frames/s that overhead is most of the relay's CPU (BENCHMARKS.md, W1). This subclass
-offers the app an ASGI extension, :data:`DIRECT`, whose value is the protocol itself
-(:class:`DirectChannel`):
+Plain ASGI costs a relayed frame an ``asyncio.Queue`` hand-off, a task wake-up, a pause/resume
+of reading, and on the way out a writer task and two awaited ``send`` layers. At 10,000
+frames/s that overhead is most of the relay's CPU (BENCHMARKS.md, W1). So the app is offered an
+ASGI extension, :data:`DIRECT`, whose value is this protocol (:class:`DirectChannel`):
 
 * ``attach(sink)``: every complete text frame is first offered to ``sink(text)``, called
-  synchronously from ``data_received``, but only while nothing is waiting in the ASGI receive
-  queue (order is kept). ``sink`` returns False to decline; the frame then goes through the
-  ASGI queue as usual.
-* ``write_text(text)``: writes a text frame now if the connection is open and the transport
-  is not paused for back-pressure; False otherwise (the caller queues and awaits ``send``).
+  synchronously from ``data_received``, but only while every message handed to the ASGI path
+  has been received by the app (order is kept). ``sink`` returns False to decline; the frame
+  then goes through the ASGI path as usual.
+* ``write_text(text)``: writes a text frame now if the socket is accepted and open and the
+  transport is not pushing back; False otherwise (the caller queues and awaits ``send``).
+* ``own_reader``: True while frames are split here (``/stats``).
 
-Once a sink is attached and the ``websockets`` parser sits at a frame boundary, incoming bytes
-are split into frames here: a complete, unfragmented, uncompressed, masked text frame within
-``ws_max_size`` is unmasked and dispatched directly; any other complete frame (ping, pong,
-close, permessage-deflate or binary messages, bad RSV bits or opcodes) is fed whole to
-``websockets``, which handles it and stays at a frame boundary; fragments, unmasked or
-oversized frames and a closing connection hand the rest of the stream back to ``websockets``
-for good. So its checks and close codes apply unchanged.
-Handshake, close and ``ws_max_size`` are uvicorn's and ``websockets``' as before. An app that
-ignores the extension sees plain ASGI, and the relay falls back to plain ASGI on any other
-server.
+How, using uvicorn's protocol through the ``asyncio.Protocol`` interface only: the opening
+handshake goes to it as received; after that, the bytes are split into frames here
+(:mod:`.wsframes`). A complete, unfragmented, uncompressed, masked text frame within the size
+limit is unmasked and offered to the sink; every other frame (ping, pong, close, compressed,
+binary or fragmented messages, bad RSV bits or opcodes, a declined or non-UTF-8 text frame) is
+given whole to uvicorn's protocol, whose ``websockets`` parser so always starts at a frame
+boundary and applies its checks and close codes unchanged. An unmasked or oversized frame
+hands it the rest of the stream for good. The count of data messages given to it, against the
+count the app has received (counted in :meth:`RelayWebSocketProtocol.serve`, reached through
+:mod:`.links`), is the state that keeps a frame from overtaking one still queued for the app.
+An app that ignores the extension sees plain ASGI, and the relay falls back to plain ASGI on
+any other server.
 """
 
 from __future__ import annotations
 
-import struct
+import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
-from websockets.protocol import State
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
+from metadata_relay.http.connection import real_transport
+from metadata_relay.http.links import Links, transport_key
+from metadata_relay.http.wsframes import (
+    FIN_TEXT,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_TEXT,
+    frame_at,
+    text_frame,
+    unmasked,
+)
 
 DIRECT = "metadata_relay.direct"
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest WebSocket message (spec: bigger frames close the socket with 1009)."""
+HANDSHAKE_MAX = 64 * 1024
 
-_OPEN = State.OPEN
-_pack_short = struct.Struct("!BBH").pack
-_pack_long = struct.Struct("!BBQ").pack
+_HANDSHAKE, _FRAMES, _PASSTHROUGH = range(3)
 
 
 class DirectChannel(Protocol):
@@ -58,131 +67,193 @@ class DirectChannel(Protocol):
     def own_reader(self) -> bool: ...
 
 
-class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
-    """``uvicorn.Config(ws=RelayWebSocketProtocol)``."""
+class RelayWebSocketProtocol(asyncio.Protocol):
+    """``uvicorn.Config(ws=bind(...))``: one per upgraded connection."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    links: ClassVar[Links | None] = None
+    max_size: ClassVar[int] = MAX_MESSAGE_BYTES
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.inner = WebSocketsSansIOProtocol(config=config, server_state=server_state,
+                                              app_state=app_state, _loop=_loop)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.key: Any = None
+        self.buf = bytearray()
+        self.mode = _HANDSHAKE
         self.sink: Callable[[str], bool] | None = None
-        # None: websockets parses everything; a bytearray: our frame reader's buffer
-        self.inbuf: bytearray | None = None
-        self.max_frame = self.config.ws_max_size
+        self.fed = 0  # data messages given to uvicorn's protocol
+        self.delivered = 0  # of those, received by the app
+        self.fragmented = False  # a fragmented message is being given to uvicorn's protocol
+        self.closing = False  # the client's close frame was read
+        self.accepted = False  # the app accepted the socket (the 101 is out)
+        self.app_closed = False  # the app sent websocket.close
+        self.disconnected = False
+        self.writable = True
 
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:  # the handshake was accepted (101): the app task starts next
-            scope["extensions"][DIRECT] = self
+    # --- asyncio.Protocol -------------------------------------------------------------------
 
-    # --- DirectChannel --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        real: Any = real_transport(transport)
+        self.transport = real
+        self.inner.connection_made(real)
+        self.key = transport_key(real)
+        if self.links is not None:
+            self.links.add(self.key, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disconnected = True
+        if self.links is not None:
+            self.links.drop(self.key, self)
+        self.buf.clear()
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        self.inner.eof_received()
+        return None  # the transport closes (as uvicorn's protocol has it)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self.inner.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.mode == _PASSTHROUGH:
+            self.inner.data_received(data)
+            return
+        buf = self.buf
+        buf += data
+        if self.mode == _HANDSHAKE:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > HANDSHAKE_MAX:
+                    self._passthrough(0)
+                return
+            head = bytes(buf[:end + 4])
+            del buf[:end + 4]
+            self.mode = _FRAMES
+            self.inner.data_received(head)
+            if not buf:
+                return
+        self._read_frames()
+
+    # --- DirectChannel ----------------------------------------------------------------------
 
     def attach(self, sink: Callable[[str], bool]) -> None:
         self.sink = sink
 
     @property
     def own_reader(self) -> bool:
-        """True while frames are split here rather than by ``websockets`` (``/stats``)."""
-        return self.inbuf is not None
+        return self.mode == _FRAMES
 
     def write_text(self, text: str) -> bool:
-        if (self.close_sent or self.disconnected or self.conn.state is not _OPEN
-                or not self.writable.is_set()):
+        if (not self.accepted or self.app_closed or self.disconnected or not self.writable
+                or self.transport.is_closing()):
             return False
-        # A server frame: FIN + text opcode, unmasked (what ``conn.send_text`` would build).
-        data = text.encode()
-        n = len(data)
-        if n < 126:
-            head = bytes((0x81, n))
-        elif n < 65536:
-            head = _pack_short(0x81, 126, n)
-        else:
-            head = _pack_long(0x81, 127, n)
-        self.transport.write(head + data)
+        self.transport.write(text_frame(text.encode()))
         return True
 
-    # --- incoming -------------------------------------------------------------------------
+    # --- the app's side, through links ------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.inbuf
-        if buf is None:
-            super().data_received(data)
-            if self.sink is not None and self._ws_at_frame_boundary():
-                self.inbuf = bytearray()
+    async def serve(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's call for this socket: offered :data:`DIRECT`; the messages it receives
+        are counted, its accept and close noted."""
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
             return
-        buf += data
-        self._read_frames(buf)
+        scope = {**scope, "extensions": {**(scope.get("extensions") or {}), DIRECT: self}}
 
-    def _ws_at_frame_boundary(self) -> bool:
-        """True when ``websockets`` has consumed whole frames only and waits for the next
-        (its parser generator is suspended in ``StreamReader.at_eof`` with an empty buffer).
-        Anything else, e.g. another ``websockets`` version, leaves the reader off."""
-        conn = self.conn
-        if conn.state is not _OPEN or conn.reader.buffer or conn.current_size is not None:
-            return False
-        gen: Any = conn.parser
-        while getattr(gen, "gi_yieldfrom", None) is not None:
-            gen = gen.gi_yieldfrom
-        code = getattr(gen, "gi_code", None)
-        return code is not None and code.co_name == "at_eof"
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                self.delivered += 1
+            return message
 
-    def _read_frames(self, buf: bytearray) -> None:
-        pos, size, limit = 0, len(buf), self.max_frame
-        while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n = b1 & 0x7F
-            head = 6  # 2 + mask key
-            if n == 126:
-                head = 8
-                if size - pos < 8:
-                    break
-                n = (buf[pos + 2] << 8) | buf[pos + 3]
-            elif n == 127:
-                head = 14
-                if size - pos < 14:
-                    break
-                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
-            if (not b1 & 0x80 or not b0 & 0x80 or not b0 & 0x0F or n > limit
-                    or self.conn.state is not _OPEN):
-                # unmasked, fragmented, continuation, oversized, or closing:
-                # websockets parses the rest of the stream (and applies its close codes)
-                self.inbuf = None
-                super().data_received(bytes(buf[pos:]))
-                return
-            end = pos + head + n
-            if end > size:
+        async def watched_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.close":
+                self.app_closed = True
+            await send(message)
+            if kind == "websocket.accept":
+                self.accepted = True
+
+        await app(scope, counted_receive, watched_send)
+
+    # --- frames -----------------------------------------------------------------------------
+
+    def _lane_open(self) -> bool:
+        return (self.sink is not None and self.fed == self.delivered and not self.fragmented
+                and not self.closing and not self.app_closed
+                and not self.transport.is_closing())
+
+    def _read_frames(self) -> None:
+        buf = self.buf
+        pos = 0
+        given = -1  # start of the frames not yet given to uvicorn's protocol
+        limit = self.max_size
+        while True:
+            frame = frame_at(buf, pos)
+            if frame is None:
                 break
-            if b0 == 0x81:
-                # FIN, no RSV bits, text, masked, within the size limit: dispatched here
-                key = bytes(buf[end - n - 4:end - n])
-                self.curr_msg_data_type = "text"
-                self.frames = [apply_mask(buf[end - n:end], key)]
-                pos = end
-                self.send_receive_event_to_app()
-                continue
-            # one whole frame for websockets (ping, pong, close, compressed or binary
-            # messages, bad RSV bits or opcodes): its parser ends at a frame boundary again
-            self.conn.receive_data(bytes(buf[pos:end]))
-            pos = end
-            if self.conn.parser_exc is not None:
-                self.inbuf = None
-                self.handle_parser_exception()
+            first, masked, length, payload_at, end = frame
+            if not masked or length > limit:
+                # websockets reads the rest of the stream (and closes with 1002 / 1009)
+                self._passthrough(pos if given < 0 else given)
                 return
-            self.handle_events()
+            if end > len(buf):
+                break
+            if first == FIN_TEXT and self._lane_open():
+                if given >= 0:  # control frames before it go first
+                    self.inner.data_received(bytes(buf[given:pos]))
+                    given = -1
+                sink = self.sink
+                if sink is not None and self._lane_open():
+                    try:
+                        text = unmasked(buf, payload_at, end).decode()
+                    except UnicodeDecodeError:
+                        pass  # websockets closes with 1007
+                    else:
+                        if sink(text):
+                            pos = end
+                            continue
+            if given < 0:
+                given = pos
+            op = first & 0x0F
+            if op == OP_TEXT or op == OP_BINARY:
+                if first & 0x80:
+                    self.fed += 1
+                else:
+                    self.fragmented = True
+            elif op == OP_CONTINUATION:
+                if first & 0x80:
+                    self.fragmented = False
+                    self.fed += 1
+            elif op == OP_CLOSE:
+                self.closing = True
+            pos = end
+        if given >= 0:
+            self.inner.data_received(bytes(buf[given:pos]))
         if pos:
             del buf[:pos]
 
-    def send_receive_event_to_app(self) -> None:
-        sink = self.sink
-        if (sink is not None and self.curr_msg_data_type == "text" and not self.close_sent
-                and self.queue.empty()):
-            frames = self.frames
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                pass  # uvicorn's path closes with 1007
-            else:
-                if sink(text):
-                    self.frames = []
-                    return
-        super().send_receive_event_to_app()
+    def _passthrough(self, start: int) -> None:
+        """uvicorn's protocol parses everything from ``start`` on."""
+        rest = bytes(self.buf[start:])
+        self.buf.clear()
+        self.mode = _PASSTHROUGH
+        self.inner.data_received(rest)
+
+
+def bind(links: Links | None, max_size: int = MAX_MESSAGE_BYTES
+         ) -> type[RelayWebSocketProtocol]:
+    """The protocol class for one server (``max_size``: uvicorn's ``ws_max_size``)."""
+
+    class BoundRelayWebSocketProtocol(RelayWebSocketProtocol):
+        pass
+
+    BoundRelayWebSocketProtocol.links = links
+    BoundRelayWebSocketProtocol.max_size = max_size
+    return BoundRelayWebSocketProtocol

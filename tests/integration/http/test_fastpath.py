@@ -11,15 +11,11 @@ it in order, so it goes through ASGI.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import logging
 import re
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,113 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.doubles.fake_upstream import FakeUpstream
+from tests.integration.http.rawhttp import (
+    WARM,
+    WARM2,
+    Conn,
+    Resp,
+    cold_path,
+    parse_head,
+    req,
+)
 from tests.relay_server import serve_relay
 from tests.tools import ServiceProcess, start_service
-
-WARM = "/tmdb/tv/shows/1399"
-WARM2 = "/tmdb/tv/search?query=lost&page=1"
-_cold = itertools.count(1000)
-
-
-def cold_path() -> str:
-    return f"/tmdb/movies/{next(_cold)}"
-
-
-@dataclass
-class Resp:
-    status: int
-    headers: list[tuple[str, str]]  # names lower-cased, in wire order
-    body: bytes
-
-    def get(self, name: str) -> str | None:
-        values = [v for n, v in self.headers if n == name]
-        assert len(values) <= 1, (name, values)
-        return values[0] if values else None
-
-
-def parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
-    lines = raw.decode("latin-1").split("\r\n")
-    m = re.fullmatch(r"HTTP/1\.1 (\d{3}) .*", lines[0])
-    assert m is not None, lines[0]
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(": ")
-        assert sep and name == name.lower() and name.strip() == name, line
-        headers.append((name, value))
-    return int(m.group(1)), headers
-
-
-class Conn:
-    """A raw HTTP/1.1 client connection: bytes out, responses parsed by hand."""
-
-    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket()
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = b""
-
-    def __enter__(self) -> Conn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(262144)
-        if not chunk:
-            raise EOFError(self.buf[:200])
-        self.buf += chunk
-
-    def response(self, head: bool = False) -> Resp:
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        status, headers = parse_head(raw)
-        assert not any(n == "transfer-encoding" for n, _ in headers)
-        length = dict(headers).get("content-length")
-        n = 0 if head or status in (204, 304) or length is None else int(length)
-        while len(self.buf) < n:
-            self._fill()
-        body, self.buf = self.buf[:n], self.buf[n:]
-        return Resp(status, headers, body)
-
-    def closed_by_server(self) -> bool:
-        """True when the server closed the connection (after any buffered bytes)."""
-        if self.buf:
-            return False
-        return self.sock.recv(1) == b""
-
-
-def req(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", "host: 127.0.0.1", *headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    fake.body_padding = 30 * 1024  # bodies large enough to be gzipped, like P1's
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(upstream: FakeUpstream,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    svc = start_service(tmp_path_factory.mktemp("fastpath"),
-                        {**upstream.env(), "TURN_ENABLED": "false"})
-    for path in (WARM, WARM2):
-        with Conn(svc.port) as c:
-            c.send(req(path))
-            assert c.response().get("x-cache") == "MISS"
-    yield svc
-    svc.stop()
-    assert "Traceback" not in svc.log() and "Exception in ASGI" not in svc.log(), svc.log()
 
 
 def stats(svc: ServiceProcess) -> dict:
@@ -343,27 +243,31 @@ def test_full_write_buffer_falls_back_to_uvicorns_flow_control(svc: ServiceProce
 
 
 BAD_REQUESTS = [
-    b"GARBAGE\r\n\r\n",
-    b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nno colon here\r\n\r\n",
-    b"GET /tmdb/tv/shows/1399 HTTP/9.9\r\nhost: x\r\n\r\n",
-    b"GET /tmdb/\xff\xfe HTTP/1.1\r\nhost: x\r\n\r\n",
-    b"GET http://127.0.0.1 HTTP/1.1\r\nhost: x\r\n\r\n",  # absolute form without a path
-    b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nx-request-id: a\x01b\r\n\r\n",
-    b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
-    b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS ClientHello
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /tmdb/tv/shows/1399 HTTP/9.9\r\nhost: x\r\n\r\n", 505),
+    (b"GET /tmdb/\xff\xfe HTTP/1.1\r\nhost: x\r\n\r\n", 400),
+    (b"GET http://127.0.0.1 HTTP/1.1\r\nhost: x\r\n\r\n", 400),  # absolute form, no path
+    (b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nx-request-id: a\x01b\r\n\r\n", 400),
+    (b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n", 400),
+    (b"GET /tmdb/tv/shows/1399 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+     400),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400),  # a TLS ClientHello
 ]
 
 
-@pytest.mark.parametrize("bad", BAD_REQUESTS)
-def test_malformed_requests_get_uvicorns_400(svc: ServiceProcess, bad: bytes) -> None:
+@pytest.mark.parametrize("bad, status", BAD_REQUESTS)
+def test_malformed_requests_are_refused_and_the_connection_closed(svc: ServiceProcess,
+                                                                  bad: bytes,
+                                                                  status: int) -> None:
     with Conn(svc.port) as c:
         c.send(req(WARM, "x-request-id: ok") + bad)
         first = c.response()
         assert first.get("x-request-id") == "ok" and first.get("x-cache") == "HIT"
         r = c.response()
-        assert r.status == 400 and r.body == b"Invalid HTTP request received."
+        assert r.status == status and json.loads(r.body)["error"] in ("bad_request", "refused")
         assert r.get("connection") == "close" and c.closed_by_server()
+        assert r.get("access-control-allow-origin") == "*" and r.get("x-request-id")
 
 
 def test_requests_the_fast_path_leaves_to_asgi(svc: ServiceProcess) -> None:
@@ -422,7 +326,7 @@ def test_garbage_after_a_hit_never_hangs_or_breaks_framing(svc: ServiceProcess,
 async def test_keep_alive_timeout_closes_an_idle_connection_after_a_fast_answer(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    async with serve_relay(tmp_path, upstream.env(), timeout_keep_alive=1) as base:
+    async with serve_relay(tmp_path, {**upstream.env(), "HTTP_IDLE_TIMEOUT": "1"}) as base:
         port = int(base.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(req(WARM))  # miss: uvicorn's path
@@ -436,35 +340,27 @@ async def test_keep_alive_timeout_closes_an_idle_connection_after_a_fast_answer(
         writer.close()
 
 
-async def test_access_log_lines_match_uvicorns(tmp_path: Path, upstream: FakeUpstream,
-                                              caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="uvicorn.access")
-    access = logging.getLogger("uvicorn.access")
-    propagate = access.propagate  # uvicorn turns it off for every server with access_log=False
-    access.propagate = True
+def test_access_log_lines_are_the_edges_from_both_paths(upstream: FakeUpstream,
+                                                       tmp_path: Path) -> None:
+    """HTTP_ACCESS_LOG: one line per request from the edge, the same for an answer from the
+    ASGI path and from the fast path; the route template, never the path or query."""
+    svc = start_service(tmp_path, {**upstream.env(), "TURN_ENABLED": "false",
+                                   "HTTP_ACCESS_LOG": "true"})
     try:
-        await access_log_run(tmp_path, upstream)
+        with Conn(svc.port) as c:
+            for i in range(2):  # a miss through ASGI, then the same request as a fast hit
+                c.send(req("/tmdb/tv/search?query=secret%20words", f"x-request-id: a{i}"))
+                assert c.response().get("x-cache") == ("MISS", "HIT")[i]
+        assert fast_hits(svc) == 1
     finally:
-        access.propagate = propagate
-    records = [r for r in caplog.records if r.name == "uvicorn.access"]
-    lines = sorted({r.getMessage() for r in records})
-    by_path = sorted(Path(r.pathname).name for r in records)
-    assert len(lines) == 1 and by_path.count("httptools_impl.py") == by_path.count(
-        "fastpath.py") > 0, (lines, by_path)  # one line from each path, identical
-    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /tmdb/tv/search\?query=a%20b HTTP/1\.1" 200',
-                        lines[0]), lines
-
-
-async def access_log_run(tmp_path: Path, upstream: FakeUpstream) -> None:
-    async with serve_relay(tmp_path, upstream.env(), access_log=True) as base:
-        port = int(base.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(2):  # a miss through ASGI, then the same request as a fast hit
-            writer.write(req("/tmdb/tv/search?query=a%20b", method="GET"))
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
-        writer.close()
+        svc.stop()
+    lines = [json.loads(line) for line in svc.log().splitlines() if '"http_request"' in line]
+    mine = [r for r in lines if r.get("request_id") in ("a0", "a1")]
+    assert [r["request_id"] for r in mine] == ["a0", "a1"], lines
+    for r in mine:
+        assert {k: r[k] for k in ("method", "route", "status")} == {
+            "method": "GET", "route": "/tmdb/tv/search", "status": 200}
+    assert "secret" not in svc.log()
 
 
 def metric(svc: ServiceProcess, line_start: str) -> float:
