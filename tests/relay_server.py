@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 
 from metadata_relay.app import create_app
+from metadata_relay.clock import Clock
 from metadata_relay.config import load_settings
 from metadata_relay.http.server import serving
-from metadata_relay.pairing.clock import Clock
 from metadata_relay.pairing.limits import PairingLimits
 from tests.tools import free_port
 
@@ -25,7 +25,7 @@ DB_NAME = "relay.db"
 @contextlib.asynccontextmanager
 async def serve_relay(tmp_path: Path, env: dict[str, str] | None = None, *,
                       pairing_limits: PairingLimits | None = None,
-                      pairing_clock: Clock | None = None,
+                      clock: Clock | None = None,
                       **overrides: Any) -> AsyncIterator[str]:
     """The app at ``http://127.0.0.1:<port>`` (TURN off unless ``env`` turns it on; the
     database is ``tmp_path / DB_NAME``); ``overrides``: uvicorn options that differ from the
@@ -33,7 +33,7 @@ async def serve_relay(tmp_path: Path, env: dict[str, str] | None = None, *,
     port = free_port()
     settings = load_settings({"HOST": "127.0.0.1", "PORT": str(port), "TURN_ENABLED": "false",
                               "SQLITE_DB_PATH": str(tmp_path / DB_NAME), **(env or {})})
-    app = create_app(settings, pairing_limits=pairing_limits, pairing_clock=pairing_clock)
+    app = create_app(settings, pairing_limits=pairing_limits, clock=clock)
     async with serving(settings, app, **overrides):
         yield f"http://127.0.0.1:{port}"
 

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.crashes.routes import routes as crash_routes
 from metadata_relay.http import status
@@ -24,7 +25,6 @@ from metadata_relay.metadata.gateway import MetadataGateway
 from metadata_relay.metadata.hits import HitAnswers
 from metadata_relay.metadata.proxy import MetadataProxy
 from metadata_relay.observability import get_logger
-from metadata_relay.pairing.clock import Clock
 from metadata_relay.pairing.component import PairingComponent
 from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.storage.redis import RedisAdapter
@@ -51,11 +51,13 @@ class Component(status.Reporter, Protocol):
 
 @dataclass
 class Runtime:
-    """The running service's shared state: settings, database, resolved secrets, components.
+    """The running service's shared state: settings, database, clock, resolved secrets,
+    components.
     Built with the app; :meth:`open` connects the database and resolves the secrets."""
 
     settings: Settings
     db: Database
+    clock: Clock = field(default_factory=Clock)
     token_secret: str = ""
     turn_secret: str = ""
     components: dict[str, Component] = field(default_factory=dict)
@@ -89,7 +91,7 @@ def build_components(runtime: Runtime, redis: RedisAdapter | None, proxy: Metada
     if settings.TURN_ENABLED:
         from metadata_relay.turn.component import TurnComponent
 
-        components.append(TurnComponent(settings, runtime.turn_secrets))
+        components.append(TurnComponent(settings, runtime.turn_secrets, clock=runtime.clock.time))
     components.append(pairing)
     return components
 
@@ -105,18 +107,18 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, *, pairing_limits: PairingLimits | None = None,
-               pairing_clock: Clock | None = None) -> Service:
+               clock: Clock | None = None) -> Service:
     """The service: its ASGI app (the HTTP edge outermost, then the proxy's gateway, then the
     routes) and the fast path and edge the listener shares with it. ``pairing_limits`` and
-    ``pairing_clock`` replace the pairing limits and clock (tests)."""
-    runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH))
+    ``clock`` replace the pairing limits and the service's clock (tests)."""
+    runtime = Runtime(settings, Database(settings.SQLITE_DB_PATH), clock or Clock())
     redis = RedisAdapter(settings.REDIS_URL) if settings.REDIS_URL else None
-    proxy = MetadataProxy(settings, runtime.db, redis)
+    proxy = MetadataProxy(settings, runtime.db, redis, runtime.clock)
     hits = HitAnswers(proxy)
     edge = Edge(access_log=settings.HTTP_ACCESS_LOG)
     # secrets are read at start
     pairing = PairingComponent(settings, runtime.db, runtime, redis, pairing_limits,
-                               pairing_clock)
+                               runtime.clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""A clock a test advances by hand (:class:`metadata_relay.pairing.clock.Clock`'s interface):
+"""A clock a test advances by hand (:class:`metadata_relay.clock.Clock`'s interface):
 timeouts fire when the test says so, without real waiting."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import itertools
 import time
 from collections.abc import Callable
 
-from metadata_relay.pairing.clock import Clock
+from metadata_relay.clock import Clock
 
 
 class _Timer:

@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import Counter
 from starlette.requests import Request
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.http.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.metadata.cache import (
@@ -94,12 +95,13 @@ class MetadataProxy:
 
     name = "cache"
 
-    def __init__(self, settings: Settings, db: Database, redis: RedisAdapter | None) -> None:
+    def __init__(self, settings: Settings, db: Database, redis: RedisAdapter | None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
         self.memory = MemoryTier(settings.CACHE_MEMORY_MAX_BYTES)
         self.persistent: PersistentTier = RedisTier(redis) if redis else SqliteTier(db)
         self.redis = redis
-        self.providers: dict[ProviderName, Provider] = build_providers(settings)
+        self.providers: dict[ProviderName, Provider] = build_providers(settings, clock or Clock())
         self.hits = self.misses = self.stale = 0
         self.fast_hits = 0  # of the hits, those answered below ASGI (http/fastpath.py)
         self._flights: dict[str, asyncio.Future[Reply]] = {}

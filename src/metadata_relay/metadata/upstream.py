@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
+from metadata_relay.clock import Clock
 from metadata_relay.metadata.politeness import CircuitBreaker, Politeness, UpstreamFailure
 from metadata_relay.observability import REGISTRY
 
@@ -86,7 +87,7 @@ class ProviderClient:
 
     def __init__(self, provider: str, base_url: str, *, timeout: float, rate: float,
                  concurrency: int, queue_timeout: float, user_agent: str, max_body: int,
-                 accept: str = "application/json", max_redirects: int = 0,
+                 clock: Clock, accept: str = "application/json", max_redirects: int = 0,
                  headroom: float = Politeness.HEADROOM) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -95,8 +96,8 @@ class ProviderClient:
         self.ample = min(timeout * FULL_BUDGET, AMPLE_SECONDS)
         self.max_body = max_body
         self.max_redirects = max_redirects
-        self.politeness = Politeness(rate, concurrency, queue_timeout, CircuitBreaker(),
-                                     headroom)
+        self.politeness = Politeness(rate, concurrency, queue_timeout,
+                                     CircuitBreaker(clock=clock.monotonic), headroom)
         self._headers = {"user-agent": user_agent, "accept": accept}
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None

@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.observability import get_logger
-from metadata_relay.pairing.clock import Clock
 from metadata_relay.pairing.hub import LocalHub, RedisHub
 from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.pairing.ratelimit import Counter, LocalCounter, RedisCounter

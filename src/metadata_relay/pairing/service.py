@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter
 from starlette.types import Scope
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import REGISTRY, get_logger
 from metadata_relay.pairing import protocol
-from metadata_relay.pairing.clock import Clock
 from metadata_relay.pairing.hub import Delivery, InstancePeer, LocalHub
 from metadata_relay.pairing.limits import PairingLimits
 from metadata_relay.pairing.ratelimit import Counter as RateCounter

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 from starlette.types import Receive, Scope, Send
 
+from metadata_relay.clock import Timer
 from metadata_relay.http.websocket import DIRECT, MAX_MESSAGE_BYTES, DirectChannel
 from metadata_relay.observability import WEBSOCKETS_OPEN, get_logger
 from metadata_relay.pairing import protocol
-from metadata_relay.pairing.clock import Timer
 from metadata_relay.pairing.hub import Delivery
 from metadata_relay.pairing.outbox import Outbox, spawn
 from metadata_relay.pairing.possession import Challenge

@@ -3,11 +3,11 @@ status mapping, TVDB token handling."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
+from tests.doubles.clock import ManualClock
 from tests.doubles.fake_upstream import NOT_FOUND_ID, FakeUpstream
 from tests.relay_server import client, serve_relay
 
@@ -233,12 +233,17 @@ async def test_request_id_echoed_and_cors(tmp_path, upstream: FakeUpstream):
 
 
 async def test_tvdb_token_refreshed_ahead_of_expiry(tmp_path, upstream: FakeUpstream):
-    upstream.token_lifetime = 3  # refresh once less than 10 % of it remains
-    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+    upstream.token_lifetime = 3600  # refresh once less than 10 % of it remains
+    clock = ManualClock()
+    async with serve_relay(tmp_path, upstream.env(), clock=clock) as base, client() as http:
         async with http.get(base + "/tvdb/series/1") as r:
             assert r.status == 200
         assert upstream.logins == 1
-        await asyncio.sleep(2.8)
+        await clock.advance(3000)
+        async with http.get(base + "/tvdb/series/3") as r:
+            assert r.status == 200
+        assert upstream.logins == 1  # 600 s of 3,600 left: not yet
+        await clock.advance(300)
         async with http.get(base + "/tvdb/series/2") as r:
             assert r.status == 200
         assert upstream.logins == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.doubles.clock import ManualClock
 from tests.doubles.fake_upstream import FakeUpstream
 from tests.relay_server import client, serve_relay
 
@@ -192,7 +193,8 @@ async def test_retry_after_blocks_the_provider(tmp_path, upstream: FakeUpstream)
 
 async def test_circuit_breaker_stops_hammering_then_probes(tmp_path, upstream: FakeUpstream):
     upstream.fail_status = 500
-    async with serve_relay(tmp_path, upstream.env()) as base, client() as http:
+    clock = ManualClock()
+    async with serve_relay(tmp_path, upstream.env(), clock=clock) as base, client() as http:
         for i in range(1, 6):
             async with http.get(base + f"/tmdb/movies/{i}") as r:
                 assert r.status == 502
@@ -205,7 +207,11 @@ async def test_circuit_breaker_stops_hammering_then_probes(tmp_path, upstream: F
         async with http.get(base + "/stats") as r:
             assert (await r.json())["cache"]["upstream"]["tmdb"]["circuit"] != "closed"
         upstream.fail_status = None
-        await asyncio.sleep(2.2)  # the first cool-down
+        await clock.advance(1.9)  # within the first cool-down (2 s): still open
+        async with http.get(base + "/tmdb/movies/19") as r:
+            assert (await r.json())["error"] == "upstream_unavailable"
+        assert len(upstream.api_calls()) == 5
+        await clock.advance(0.2)
         async with http.get(base + "/tmdb/movies/20") as r:
             assert r.status == 200  # the probe succeeds and closes the circuit
         async with http.get(base + "/tmdb/movies/21") as r:

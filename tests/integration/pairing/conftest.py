@@ -22,7 +22,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     """The service in this process (production uvicorn configuration) with a clock the
     test advances."""
     clock = ManualClock()
-    async with serve_relay(tmp_path, RELAY_ENV, pairing_clock=clock) as url:
+    async with serve_relay(tmp_path, RELAY_ENV, clock=clock) as url:
         yield Relay(url, clock)
 
 

@@ -61,7 +61,7 @@ async def test_live_codes_are_bounded(tmp_path: Path) -> None:
     clock = ManualClock()
     limits = PairingLimits(node_claims_live=3)
     async with serve_relay(tmp_path, RELAY_ENV, pairing_limits=limits,
-                           pairing_clock=clock) as url:
+                           clock=clock) as url:
         relay = Relay(url, clock)
         codes = []
         for i in range(3):
@@ -160,9 +160,9 @@ async def test_wrong_methods(relay: Relay) -> None:
 async def test_node_claims_survive_a_restart(tmp_path: Path) -> None:
     """Stored in SQLite: a code offered before a restart resolves after it."""
     clock = ManualClock()
-    async with serve_relay(tmp_path, RELAY_ENV, pairing_clock=clock) as url:
+    async with serve_relay(tmp_path, RELAY_ENV, clock=clock) as url:
         _, body = await offer(Relay(url, clock), "81.2.76.1", json.dumps({"id": "x"}))
-    async with serve_relay(tmp_path, RELAY_ENV, pairing_clock=clock) as url:
+    async with serve_relay(tmp_path, RELAY_ENV, clock=clock) as url:
         status, found, _ = await Relay(url, clock).request(
             "GET", f"/pairing/claim/{body['claim_code']}")
     assert status == 200 and found == {"node_addr": '{"id": "x"}'}

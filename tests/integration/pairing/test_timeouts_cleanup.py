@@ -61,7 +61,7 @@ async def test_cleanup_deletes_old_claims_and_marks_silent_offline(tmp_path: Pat
     clock = ManualClock()
     limits = PairingLimits(instance_heartbeat=7 * 86400)  # the socket waits out the day
     async with serve_relay(tmp_path, RELAY_ENV, pairing_limits=limits,
-                           pairing_clock=clock) as url:
+                           clock=clock) as url:
         relay = Relay(url, clock)
         token = await relay.register("silent", new_key())
         status, _, _ = await relay.request("PUT", "/relay/instances/silent/heartbeat",

@@ -51,7 +51,7 @@ class Relay:
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     clock = ManualClock()
-    async with serve_relay(tmp_path, pairing_clock=clock) as url:
+    async with serve_relay(tmp_path, clock=clock) as url:
         yield Relay(url, clock)
 
 
@@ -202,8 +202,8 @@ async def test_a_code_made_on_one_replica_resolves_on_another(tmp_path: Path) ->
     clock = ManualClock()
     with redis_server(tmp_path) as redis:
         env = {"REDIS_URL": redis.url}
-        async with serve_relay(tmp_path / "a", env, pairing_clock=clock) as a, \
-                serve_relay(tmp_path / "b", env, pairing_clock=clock) as b:
+        async with serve_relay(tmp_path / "a", env, clock=clock) as a, \
+                serve_relay(tmp_path / "b", env, clock=clock) as b:
             ra, rb = Relay(a, clock), Relay(b, clock)
             mydia = ra.mydia("81.2.69.166")
             code = await offer(mydia)

@@ -3,6 +3,7 @@ from the settings."""
 
 from __future__ import annotations
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.providers.base import Provider
 from metadata_relay.metadata.providers.coverart import CoverArt
@@ -16,8 +17,8 @@ from metadata_relay.metadata.routes import ProviderName
 __all__ = ["Provider", "build_providers"]
 
 
-def build_providers(settings: Settings) -> dict[ProviderName, Provider]:
-    providers: list[Provider] = [Tmdb(settings), Tvdb(settings), MusicBrainz(settings),
-                                 CoverArt(settings), OpenLibrary(settings),
-                                 OpenSubtitles(settings)]
+def build_providers(settings: Settings, clock: Clock) -> dict[ProviderName, Provider]:
+    providers: list[Provider] = [
+        kind(settings, clock)
+        for kind in (Tmdb, Tvdb, MusicBrainz, CoverArt, OpenLibrary, OpenSubtitles)]
     return {p.name: p for p in providers}

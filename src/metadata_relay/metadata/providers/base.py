@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from metadata_relay import __version__
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.routes import Match, Param, ProviderName
 from metadata_relay.metadata.upstream import ProviderClient, UpstreamResponse
@@ -17,7 +18,7 @@ def user_agent(contact: str) -> str:
     return f"metadata-relay/{__version__} ( {contact} )"
 
 
-def upstream_client(settings: Settings, name: ProviderName, base_url: str,
+def upstream_client(settings: Settings, clock: Clock, name: ProviderName, base_url: str,
                     **overrides: Any) -> ProviderClient:
     """A client with the UPSTREAM_* limits, the relay's User-Agent and the entry size cap;
     ``overrides`` replace single options (a provider's own rate, redirects, ...)."""
@@ -27,6 +28,7 @@ def upstream_client(settings: Settings, name: ProviderName, base_url: str,
         "queue_timeout": settings.UPSTREAM_QUEUE_TIMEOUT,
         "user_agent": user_agent(settings.UPSTREAM_CONTACT),
         "max_body": settings.CACHE_ENTRY_MAX_BYTES,
+        "clock": clock,
     }
     return ProviderClient(name, base_url, **{**options, **overrides})
 

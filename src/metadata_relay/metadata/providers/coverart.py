@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.politeness import UpstreamFailure
 from metadata_relay.metadata.providers.base import Provider, upstream_client
@@ -25,8 +26,8 @@ class CoverArt(Provider):
     name = "coverart"
     title = "Cover Art Archive"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(upstream_client(settings, self.name, settings.COVERART_BASE_URL,
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        super().__init__(upstream_client(settings, clock, self.name, settings.COVERART_BASE_URL,
                                          accept="image/*", max_redirects=MAX_REDIRECTS))
 
     async def fetch(self, match: Match, params: list[Param]) -> UpstreamResponse:

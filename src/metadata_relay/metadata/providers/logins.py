@@ -11,9 +11,9 @@ import asyncio
 import base64
 import binascii
 import json
-import time
 from collections.abc import Awaitable, Callable
 
+from metadata_relay.clock import Clock
 from metadata_relay.metadata.politeness import UpstreamFailure
 from metadata_relay.metadata.upstream import UpstreamResponse
 
@@ -60,8 +60,10 @@ class TokenLogin:
     token (or raises :class:`LoginRefused` / :class:`UpstreamFailure`); a token's lifetime is
     its JWT ``exp``, else ``default_lifetime``."""
 
-    def __init__(self, login: Callable[[], Awaitable[str]], default_lifetime: float) -> None:
+    def __init__(self, login: Callable[[], Awaitable[str]], default_lifetime: float,
+                 clock: Clock) -> None:
         self._login = login
+        self.clock = clock
         self.default_lifetime = default_lifetime
         self.token: str | None = None
         self.expires_at = 0.0
@@ -75,7 +77,7 @@ class TokenLogin:
     def _needs_refresh(self) -> bool:
         if self.token is None:
             return True
-        now = time.time()
+        now = self.clock.time()
         return now >= self.expires_at - (self.expires_at - self.issued_at) * REFRESH_AHEAD
 
     async def send(self, call: Callable[[str], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
@@ -99,24 +101,24 @@ class TokenLogin:
             if not force and not self._needs_refresh():
                 assert self.token is not None
                 return self.token
-            if time.monotonic() < self._retry_at and self._last_error is not None:
-                if self.token is not None and not force and time.time() < self.expires_at:
+            if self.clock.monotonic() < self._retry_at and self._last_error is not None:
+                if self.token is not None and not force and self.clock.time() < self.expires_at:
                     return self.token
                 raise self._last_error
             try:
                 token = await self._login()
             except (UpstreamFailure, LoginRefused) as exc:
                 self._backoff = min(max(self._backoff * 2, MIN_BACKOFF), MAX_BACKOFF)
-                self._retry_at = time.monotonic() + self._backoff
+                self._retry_at = self.clock.monotonic() + self._backoff
                 self._last_error = exc
-                if self.token is not None and not force and time.time() < self.expires_at:
+                if self.token is not None and not force and self.clock.time() < self.expires_at:
                     return self.token
                 raise
             finally:
                 self.logins += 1
             self._backoff = 0.0
             self._last_error = None
-            now = time.time()
+            now = self.clock.time()
             self.token = token
             self.issued_at = now
             self.expires_at = jwt_expiry(token) or now + self.default_lifetime

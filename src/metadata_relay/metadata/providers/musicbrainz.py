@@ -8,6 +8,7 @@ names the relay, its version and ``UPSTREAM_CONTACT``, as MusicBrainz asks.
 
 from __future__ import annotations
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.providers.base import Provider, upstream_client
 
@@ -20,7 +21,7 @@ class MusicBrainz(Provider):
     name = "musicbrainz"
     title = "MusicBrainz"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         super().__init__(upstream_client(
-            settings, self.name, settings.MUSICBRAINZ_BASE_URL,
+            settings, clock, self.name, settings.MUSICBRAINZ_BASE_URL,
             rate=settings.MUSICBRAINZ_MAX_RPS, headroom=HEADROOM))

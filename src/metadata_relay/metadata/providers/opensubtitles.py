@@ -24,6 +24,7 @@ import json
 import re
 from typing import Any
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.politeness import UpstreamFailure
 from metadata_relay.metadata.providers.base import Provider, upstream_client
@@ -158,12 +159,13 @@ class OpenSubtitles(Provider):
     title = "OpenSubtitles"
     passes_rate_limits = True
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(upstream_client(settings, self.name, settings.OPENSUBTITLES_BASE_URL))
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        super().__init__(upstream_client(settings, clock, self.name,
+                                         settings.OPENSUBTITLES_BASE_URL))
         self.api_key = settings.OPENSUBTITLES_API_KEY
         self.username = settings.OPENSUBTITLES_USERNAME
         self.password = settings.OPENSUBTITLES_PASSWORD
-        self.login = TokenLogin(self._login, TOKEN_LIFETIME)
+        self.login = TokenLogin(self._login, TOKEN_LIFETIME, clock)
 
     def configured(self) -> bool:
         return bool(self.api_key and self.username and self.password)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.providers.base import Provider, upstream_client
 from metadata_relay.metadata.routes import Match, Param
@@ -12,8 +13,8 @@ class Tmdb(Provider):
     name = "tmdb"
     title = "TMDB"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(upstream_client(settings, self.name, settings.TMDB_BASE_URL))
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        super().__init__(upstream_client(settings, clock, self.name, settings.TMDB_BASE_URL))
         self.api_key = settings.TMDB_API_KEY
 
     def configured(self) -> bool:

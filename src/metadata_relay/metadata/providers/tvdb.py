@@ -3,6 +3,7 @@ set), kept and refreshed by :class:`TokenLogin`."""
 
 from __future__ import annotations
 
+from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.metadata.providers.base import Provider, upstream_client
 from metadata_relay.metadata.providers.logins import TokenLogin, token_from
@@ -16,11 +17,11 @@ class Tvdb(Provider):
     name = "tvdb"
     title = "TVDB"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(upstream_client(settings, self.name, settings.TVDB_BASE_URL))
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        super().__init__(upstream_client(settings, clock, self.name, settings.TVDB_BASE_URL))
         self.api_key = settings.TVDB_API_KEY
         self.pin = settings.TVDB_PIN
-        self.login = TokenLogin(self._login, TOKEN_LIFETIME)
+        self.login = TokenLogin(self._login, TOKEN_LIFETIME, clock)
 
     def configured(self) -> bool:
         return self.api_key is not None

@@ -1,4 +1,4 @@
-"""The pairing relay's time: wall clock (claim expiry, tokens, ``last_seen_at``), monotonic
+"""The service's time: wall clock (claim expiry, tokens, credential expiry), monotonic
 clock (rate limits, liveness) and timers (socket deadlines, the clean-up sweep).
 
 Production reads the system and the event loop; tests inject a clock they advance by hand,
