@@ -66,20 +66,16 @@ def decide(src: Sources, lookup: Callable[[], Resolved]) -> Pin:
     def pinned(digest: str) -> str:
         return f"{image}@{digest}"
 
-    if src.operator:
+    fixed = ((src.operator, f"{OPERATOR_KEY} in {src.config_file}"),
+             (src.kustomization, src.kustomization_file))
+    for digest, where in fixed:
+        if not digest:
+            continue
         if src.accept:
-            raise PinStop(f"{ACCEPT_FLAG} has no effect: {OPERATOR_KEY} in {src.config_file} "
-                          f"pins the iroh relay to {src.operator}; change that instead")
-        return Pin(src.operator, pinned(src.operator), "found",
-                   f"{src.operator} from {OPERATOR_KEY} in {src.config_file}; "
-                   f"{src.registry} not asked")
-    if src.kustomization:
-        if src.accept:
-            raise PinStop(f"{ACCEPT_FLAG} has no effect: {src.kustomization_file} pins the "
-                          f"iroh relay to {src.kustomization}")
-        return Pin(src.kustomization, pinned(src.kustomization), "found",
-                   f"{src.kustomization} from {src.kustomization_file}; {src.registry} "
-                   f"not asked")
+            raise PinStop(f"{ACCEPT_FLAG} has no effect: {where} pins the iroh relay to "
+                          f"{digest}; change that instead")
+        return Pin(digest, pinned(digest), "found",
+                   f"{digest} from {where}; {src.registry} not asked")
     old, stale = _recorded(src.recorded, image)
     try:
         now = lookup()
