@@ -87,6 +87,11 @@ def deploy(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Do not ask before spending money (ordering a VPS) or erasing "
                             "the VPS this deployment ordered (rebuilding it).")] = False,
+    accept_iroh_relay_digest: Annotated[str, typer.Option(
+        "--accept-iroh-relay-digest", metavar="DIGEST",
+        help="The iroh relay's tag moved on its registry: confirm its new digest "
+             "(sha256:..., as the stopped run printed it) and record it as the new pin.")
+    ] = "",
 ) -> None:
     if context.invoked_subcommand is not None:
         return
@@ -100,6 +105,7 @@ def deploy(
 
         phases = select_phases(phase or [], skip or [])
         cfg = load_config(config or _default_config())
+        check_accept(accept_iroh_relay_digest, cfg, phases)
         out_stream.hide(*cfg.secrets())
         ovh: OvhCredentials | None = None
         if status:
@@ -127,11 +133,32 @@ def deploy(
         rows = gather(cfg, ovh)
         print_status(console, rows)
         raise typer.Exit(1 if any(ok is False for _, ok, _ in rows) else 0)
-    raise typer.Exit(_run(console, err, cfg, ovh, phases, dry_run=dry_run, yes=yes))
+    raise typer.Exit(_run(console, err, cfg, ovh, phases, dry_run=dry_run, yes=yes,
+                          accept=accept_iroh_relay_digest))
+
+
+def check_accept(digest: str, cfg: DeployConfig, phases: list[str]) -> None:
+    """--accept-iroh-relay-digest needs a digest, the iroh relay and the app phase."""
+    if not digest:
+        return
+    from relay_deploy.registry import check_digest
+
+    problems = []
+    try:
+        check_digest(digest)
+    except ValueError as exc:
+        problems.append(f"--accept-iroh-relay-digest: {exc}")
+    if not cfg.iroh_relay_enabled:
+        problems.append("--accept-iroh-relay-digest: iroh_relay_enabled is false in the config")
+    if "app" not in phases:
+        problems.append("--accept-iroh-relay-digest: the app phase pins the iroh relay; do not "
+                        "skip it")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredentials | None,
-         phases: list[str], *, dry_run: bool, yes: bool) -> int:
+         phases: list[str], *, dry_run: bool, yes: bool, accept: str = "") -> int:
     import lightkube
     import ovh.exceptions
 
@@ -143,7 +170,8 @@ def _run(console: Console, err: Console, cfg: DeployConfig, creds: OvhCredential
 
     report = Report(console, dry_run=dry_run)
     ctx = Context(cfg=cfg, report=report, console=console, dry_run=dry_run,
-                  confirm=_confirm_factory(console, yes), ovh=creds)
+                  confirm=_confirm_factory(console, yes), ovh=creds,
+                  accept_iroh_digest=accept)
     mode = "DRY RUN (read-only): " if dry_run else ""
     console.print(f"[bold]{mode}metadata-relay deploy[/bold] — {cfg.relay_host}; phases: "
                   f"{', '.join(phases)}")

@@ -40,6 +40,9 @@ _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PINNED_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+                        r"@sha256:[0-9a-f]{64}$")
 
 
 class ConfigError(Exception):
@@ -183,6 +186,10 @@ class Advanced(BaseModel):
     ssh_connect_timeout_seconds: Seconds = 300.0
     ssh_known_hosts_path: Text = ""  # default: known_hosts next to the config file
     tls_ca_file: Text = ""  # CA bundle the TLS probes trust instead of the system's
+    # where the iroh relay's digest is read (the OCI distribution API); default: the image's
+    # own registry (Docker Hub, https://registry-1.docker.io). Tests point it at a fake.
+    image_registry_url: Annotated[str, BeforeValidator(_text), AfterValidator(_url)] = ""
+    registry_timeout_seconds: Seconds = 15.0  # per request to the registry
 
 
 class DeployConfig(BaseModel):
@@ -206,6 +213,10 @@ class DeployConfig(BaseModel):
     turn_subdomain: Annotated[Label, _default("turn")] = "turn"
     iroh_relay_enabled: Flag = False  # n0's iroh-relay beside the service, for today's mydia
     iroh_subdomain: Annotated[Label, _default("iroh")] = "iroh"
+    # the operator's own pin of the iroh relay image (the registry is then not asked)
+    iroh_relay_digest: Annotated[Text, _check(
+        _DIGEST_RE, "{value!r} is not an image digest: sha256: and 64 lower-case hex digits "
+                    "(the Digest: line of `docker buildx imagetools inspect`)")] = ""
     relay_tmdb_api_key: Text = ""
     relay_tvdb_api_key: Text = ""
     turn_secret: Annotated[Text, _min_length(
@@ -231,6 +242,9 @@ class DeployConfig(BaseModel):
         re.compile(r"^\d+$"), "is written by the tool: the OVH task id of the rebuild")] = ""
     vps_name: Text = ""
     vps_ip: Annotated[Text, AfterValidator(_ip)] = ""
+    iroh_relay_pinned_image: Annotated[Text, _check(
+        _PINNED_RE, "is written by the tool: the iroh relay image as pinned on first use "
+                    "(name:tag@sha256:...); set iroh_relay_digest to pin one yourself")] = ""
     advanced: Annotated[Advanced, BeforeValidator(lambda v: {} if v is None else v)] = Field(
         default_factory=Advanced)
 

@@ -37,6 +37,7 @@ class Context:
     vps_pending: bool = False  # dry run: the VPS would be ordered, so nothing past it exists
     cluster_pending: bool = False  # dry run: k3s would be installed, no API to ask yet
     kube_doc: dict[str, Any] | None = None  # dry run: the kubeconfig we would have written
+    accept_iroh_digest: str = ""  # --accept-iroh-relay-digest: the moved tag's new digest
     _cluster: Cluster | None = None
 
     @property

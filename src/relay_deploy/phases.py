@@ -3,7 +3,8 @@ phase is :mod:`relay_deploy.vps_phase`).
 
 Each phase reports what it found, what it changed (or, in a dry run, would change) and why;
 on a second run every step is "found". A dry run makes only read calls: GETs to OVH, GET and
-``dryRun=All`` to Kubernetes, read-only commands over SSH, no local file writes.
+``dryRun=All`` to Kubernetes, read-only commands over SSH, HEAD/GET to the iroh relay image's
+registry, no local file writes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 from lightkube import ApiError
 
 from relay_deploy import firewall as fw
+from relay_deploy import image_pin, probes, registry
 from relay_deploy import kubeconfig as kcfg
-from relay_deploy import probes
 from relay_deploy.config import DeployConfig, generate_turn_secret
 from relay_deploy.context import Context, manifests
 from relay_deploy.kube import Cluster, condition_true, describe
 from relay_deploy.kubeconfig_phase import phase_kubeconfig
-from relay_deploy.report import PhaseFailed, hide
+from relay_deploy.report import PhaseFailed, hide, waiting
 from relay_deploy.vps_phase import phase_vps
 
 PURPOSE = {
@@ -131,8 +132,8 @@ def _wait_condition(ctx: Context, cluster: Cluster, obj: dict[str, Any], cond: s
 
 
 def phase_app(ctx: Context) -> None:
-    cfg = ctx.cfg
-    m = manifests()
+    iroh = _iroh_relay(ctx)  # first: a moved tag stops the phase before any change
+    cfg, m = ctx.cfg, manifests()
     if not cfg.turn_secret:
         ctx.report.change("app", f"turn_secret in {cfg.path.name}", "generate",
                           "empty in the config (kept there for the next runs)")
@@ -154,7 +155,6 @@ def phase_app(ctx: Context) -> None:
     if cfg.image_pull_token:  # a private GHCR package: pods pull with this secret
         pulling = [m.pull_secret(registry=m.image_registry(), username=cfg.image_pull_username,
                                  token=cfg.image_pull_token), m.pulling_service_account()]
-    iroh = _iroh_relay(ctx)
     if cfg.gitops_repo_url:
         application = m.argocd_application(
             repo_url=cfg.gitops_repo_url, revision=cfg.gitops_revision,
@@ -171,16 +171,47 @@ def _iroh_relay(ctx: Context) -> list[dict[str, Any]]:
     cfg, m = ctx.cfg, manifests()
     if not cfg.iroh_relay_enabled:
         return []
-    pinned = m.iroh_relay()
-    if pinned.digest is None:
-        ctx.say(f"note: {pinned.image} is pinned by tag only; add its digest to "
-                f"{m.IROH_APP_PATH}/kustomization.yaml (infra/README.md, iroh relay)")
+    digest = pin_iroh_relay(ctx)
     hosts = {"domain": cfg.domain_name, "iroh_subdomain": cfg.iroh_subdomain,
-             "relay_subdomain": cfg.relay_subdomain}
+             "relay_subdomain": cfg.relay_subdomain, "digest": digest}
     if cfg.gitops_repo_url:
         return [m.iroh_relay_application(repo_url=cfg.gitops_repo_url,
                                          revision=cfg.gitops_revision, **hosts)]
     return _ordered(list(m.iroh_relay_objects(**hosts)))
+
+
+def pin_iroh_relay(ctx: Context) -> str:
+    """The digest the iroh relay is deployed with (relay_deploy.image_pin): reported, and
+    recorded in the config on first use (not in a dry run)."""
+    cfg, m = ctx.cfg, manifests()
+    image = m.iroh_relay()
+    where = registry.locate(image.name, cfg.advanced.image_registry_url)
+    home = registry.locate(image.name).base_url  # the registry as operators know it
+    label = "Docker Hub" if home == registry.DOCKER_HUB else home.removeprefix("https://")
+
+    def lookup() -> registry.Resolved:
+        with waiting(ctx.console, f"asking {label} for the digest of {image.name}:{image.tag}"):
+            return registry.resolve(where, image.tag,
+                                    send=registry.http_send(cfg.advanced.registry_timeout_seconds),
+                                    backoff=max(cfg.advanced.poll_seconds, 0.05))
+
+    sources = image_pin.Sources(
+        name=image.name, tag=image.tag, operator=cfg.iroh_relay_digest,
+        kustomization=image.digest, kustomization_file=f"{m.IROH_APP_PATH}/kustomization.yaml",
+        recorded=cfg.iroh_relay_pinned_image, accept=ctx.accept_iroh_digest,
+        config_file=cfg.path.name, registry=label)
+    try:
+        pin = image_pin.decide(sources, lookup)
+    except image_pin.PinStop as exc:
+        raise PhaseFailed(str(exc)) from None
+    target = f"iroh relay image {image.name}:{image.tag}"
+    if pin.action == "found":
+        ctx.report.found("app", target, pin.why)
+    else:
+        ctx.report.change("app", target, pin.action, pin.why)
+    if pin.record is not None:
+        ctx.save(iroh_relay_pinned_image=pin.record)
+    return pin.digest
 
 
 # ---- verify ---------------------------------------------------------------------------------

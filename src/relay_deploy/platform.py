@@ -637,35 +637,73 @@ def iroh_site_patches(*, domain: str, iroh_subdomain: str = "iroh",
                               certificate="iroh-relay-tls", route="iroh-relay")
 
 
+def iroh_image(root: Path | None = None) -> kustomize.Image:
+    """The iroh relay's ``images:`` entry in its kustomization (name, pinned tag, and the
+    digest when one is written there)."""
+    path = iroh_dir(root) / "kustomization.yaml"
+    data = _read_yaml(path)
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or len(images) != 1:
+        raise PlatformError(f"{path}: expected exactly one images: entry (the iroh relay)")
+    try:
+        return kustomize.Image.from_entry(images[0])
+    except kustomize.KustomizeError as exc:
+        raise PlatformError(f"{path}: {exc}") from None
+
+
+def _iroh_pin(digest: str | None, root: Path | None) -> kustomize.Image | None:
+    """The images: entry that adds ``digest`` to the pinned tag (name:tag@digest)."""
+    if digest is None:
+        return None
+    if not _DIGEST_RE.fullmatch(digest):
+        raise ValueError(f"not a sha256 image digest: {digest!r}")
+    entry = iroh_image(root)
+    if not entry.new_tag:
+        raise PlatformError(f"{iroh_dir(root)}/kustomization.yaml: the iroh relay image needs "
+                            f"its newTag (the release the digest belongs to)")
+    return kustomize.Image(name=entry.name, new_name=entry.new_name, new_tag=entry.new_tag,
+                           digest=digest)
+
+
 def iroh_relay_objects(*, domain: str, iroh_subdomain: str = "iroh",
-                       relay_subdomain: str = "relay", root: Path | None = None) -> list[Obj]:
-    """The rendered ``apps/iroh-relay`` kustomization for ``domain`` (apply order)."""
+                       relay_subdomain: str = "relay", digest: str | None = None,
+                       root: Path | None = None) -> list[Obj]:
+    """The rendered ``apps/iroh-relay`` kustomization for ``domain`` (apply order);
+    ``digest`` pins the image's tag to it (``name:tag@digest``)."""
     patches = iroh_site_patches(domain=domain, iroh_subdomain=iroh_subdomain,
                                 relay_subdomain=relay_subdomain)
+    pin = _iroh_pin(digest, root)
     try:
-        return kustomize.render(iroh_dir(root), patches=patches)
+        return kustomize.render(iroh_dir(root), patches=patches, images=[pin] if pin else [])
     except kustomize.KustomizeError as exc:
         raise PlatformError(str(exc)) from None
 
 
 def iroh_relay_application(*, repo_url: str, revision: str = "main", domain: str,
                            iroh_subdomain: str = "iroh", relay_subdomain: str = "relay",
-                           root: Path | None = None) -> Obj:
+                           digest: str | None = None, root: Path | None = None) -> Obj:
     """The Argo CD ``Application`` syncing ``apps/iroh-relay`` (renders like
-    :func:`iroh_relay_objects`)."""
+    :func:`iroh_relay_objects`; the digest goes in as ``name=newName:tag@digest``, which
+    ``kustomize edit set image`` turns into the same images: entry)."""
     patches = iroh_site_patches(domain=domain, iroh_subdomain=iroh_subdomain,
                                 relay_subdomain=relay_subdomain)
+    kust: Obj = {"patches": [p.as_entry() for p in patches]}
+    pin = _iroh_pin(digest, root)
+    if pin is not None:
+        kust["images"] = [f"{pin.name}={pin.new_name or pin.name}:{pin.new_tag}@{pin.digest}"]
     return _application(iroh_dir(root), IROH_APP_PATH, repo_url=repo_url, revision=revision,
-                        kustomization={"patches": [p.as_entry() for p in patches]})
+                        kustomization=kust)
 
 
 @dataclass(frozen=True)
 class IrohRelay:
     """What the deploy tool needs to know of the pinned iroh relay."""
 
-    image: str  # as deployed: name:tag, and @digest when pinned by digest
+    image: str  # as the kustomization renders it: name:tag, and @digest when it pins one
+    name: str  # n0computer/iroh-relay
+    tag: str  # v0.96.1
     version: str  # the release, as its /healthz reports it (0.96.1)
-    digest: str | None
+    digest: str | None  # the kustomization's own digest, if any (see relay_deploy.image_pin)
     quic_port: int  # the host port of QUIC address discovery (UDP)
 
 
@@ -677,7 +715,7 @@ def iroh_relay(root: Path | None = None) -> IrohRelay:
         raise PlatformError(f"{iroh_dir(root)}: expected the Deployment {IROH_DEPLOYMENT}")
     (container,) = deps[0]["spec"]["template"]["spec"]["containers"]
     image = str(container["image"])
-    _, tag, digest = kustomize.split_image(image)
+    name, tag, digest = kustomize.split_image(image)
     if not tag or not re.fullmatch(r"v\d+\.\d+\.\d+", tag):
         raise PlatformError(f"{iroh_dir(root)}: the iroh relay image must be pinned to a "
                             f"release tag (vX.Y.Z), not {image!r}")
@@ -687,5 +725,5 @@ def iroh_relay(root: Path | None = None) -> IrohRelay:
     if len(quic) != 1 or quic[0].get("protocol") != "UDP" or not quic[0].get("hostPort"):
         raise PlatformError(f"{iroh_dir(root)}: the iroh relay needs its UDP port named quic "
                             f"as a host port")
-    return IrohRelay(image=image, version=tag[1:], digest=digest,
+    return IrohRelay(image=image, name=name, tag=tag, version=tag[1:], digest=digest,
                      quic_port=int(quic[0]["hostPort"]))

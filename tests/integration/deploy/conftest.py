@@ -1,7 +1,7 @@
 """A world of loopback doubles for ./infra/deploy: fake OVH API, SSH "VPS", fake Kubernetes
-API, DNS resolver, STUN server and /health; the tool itself runs as a process of its own per
-run (forked from a process that has imported it, see forkserver.py; ``fresh=True`` starts a
-plain ``python -m relay_deploy.cli``)."""
+API, DNS resolver, STUN server, /health and an image registry (Docker Hub); the tool itself
+runs as a process of its own per run (forked from a process that has imported it, see
+forkserver.py; ``fresh=True`` starts a plain ``python -m relay_deploy.cli``)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from aiohttp import web
 from relay_deploy.ovh_rights import access_rules
 from tests.doubles.fake_kube import TOKEN, FakeKube
 from tests.doubles.fake_ovh import AK, AS, CK, FakeOvh
+from tests.doubles.fake_registry import FakeRegistry
 from tests.doubles.fake_traefik import FakeIrohRelay, FakeTraefik, FakeTurnTcp, TlsRoute
 from tests.doubles.fake_vps import FakeVpsHost, start_fake_vps
 from tests.doubles.net import FakeDns, FakeHealth, FakeStun
@@ -36,6 +37,7 @@ DOMAIN = "mydia.test"
 RELAY_HOST = f"relay.{DOMAIN}"
 TURN_HOST = f"turn.{DOMAIN}"
 IROH_HOST = f"iroh.{DOMAIN}"
+IROH_IMAGE, IROH_TAG = "n0computer/iroh-relay", "v0.96.1"  # the kustomization's pin
 
 
 @dataclass
@@ -61,6 +63,7 @@ class World:
     traefik: FakeTraefik  # 443: TURN over TLS and the iroh relay, routed by SNI
     turn_tcp: FakeTurnTcp
     iroh: FakeIrohRelay
+    registry: FakeRegistry  # Docker Hub: the iroh relay image's digest
     ca: trustme.CA
     config_path: Path
     ovh_conf: Path
@@ -146,6 +149,9 @@ async def world(tmp_path: Path, forks: str) -> AsyncIterator[World]:
     kube_port = await serve(kube.app())
     health = FakeHealth()
     health_port = await serve(health.app())
+    registry = FakeRegistry()
+    registry.base = f"http://127.0.0.1:{await serve(registry.app())}"
+    registry.tag(IROH_IMAGE, IROH_TAG, seed="first build")
 
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     keydir = tmp_path / "keys"
@@ -206,7 +212,7 @@ async def world(tmp_path: Path, forks: str) -> AsyncIterator[World]:
     env.update(HOME=str(home), KUBECONFIG=str(home / ".kube" / "config"), NO_PROXY="*",
                no_proxy="*", PYTHONPATH=str(REPO / "src"), COLUMNS="200", TERM="dumb")
     w = World(tmp=tmp_path, ovh=ovh, kube=kube, vps=vps, dns=dns, stun=stun, health=health,
-              traefik=traefik, turn_tcp=turn, iroh=iroh, ca=ca,
+              traefik=traefik, turn_tcp=turn, iroh=iroh, registry=registry, ca=ca,
               config_path=infra / "config.yaml", ovh_conf=ovh_conf, env=env, forks=forks)
     w.write_config(
         domain_name=DOMAIN, acme_email="ops@mydia.test", cloudflare_api_token="cf-token-secret",
@@ -217,6 +223,7 @@ async def world(tmp_path: Path, forks: str) -> AsyncIterator[World]:
                   "health_base_url": f"http://127.0.0.1:{health_port}",
                   "stun_port": stun_port, "https_port": traefik_port,
                   "tls_ca_file": str(tmp_path / "ca.pem"),
+                  "image_registry_url": registry.base, "registry_timeout_seconds": 2,
                   "relay_http_port": free_port(), "probe_timeout_seconds": 0.5,
                   "poll_seconds": 0.05, "wait_timeout_seconds": 2,
                   "vps_poll_seconds": 0.02, "vps_order_timeout_seconds": 10,

@@ -205,6 +205,9 @@ async def test_gitops_mode_applies_the_argocd_applications(world: World) -> None
                                                 "infra/kubernetes/apps/iroh-relay")
     assert any("iroh.mydia.test" in p["patch"] for p in iroh["spec"]["source"]["kustomize"][
         "patches"])
+    digest = world.registry.repos["n0computer/iroh-relay"]["v0.96.1"].digest  # first use
+    assert iroh["spec"]["source"]["kustomize"]["images"] == [
+        f"n0computer/iroh-relay=n0computer/iroh-relay:v0.96.1@{digest}"]
     assert world.kube.get("apps/v1", "deployments", "iroh-relay", "iroh-relay") is None
     again = await world.deploy("--skip", "verify")
     assert again.rc == 0 and "Done: 0 changes" in again.out, again.text

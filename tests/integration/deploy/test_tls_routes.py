@@ -93,8 +93,9 @@ async def test_iroh_relay_installed_once_verified_and_left_unchanged(world: Worl
     assert world.kube.get("v1", "namespaces", "", "iroh-relay") is not None
     dep = world.kube.get("apps/v1", "deployments", "iroh-relay", "iroh-relay")
     assert dep is not None
-    assert dep["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
-        "n0computer/iroh-relay:v0.96.1")
+    digest = world.registry.repos["n0computer/iroh-relay"]["v0.96.1"].digest
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"n0computer/iroh-relay:v0.96.1@{digest}"  # pinned on first use (test_image_pin.py)
     # the firewall opens its QUIC port, and only that
     rules = world.vps.files["/etc/metadata-relay/firewall.nft"]
     assert 'udp dport 7842 accept comment "iroh relay: QUIC address discovery"' in rules
@@ -104,7 +105,6 @@ async def test_iroh_relay_installed_once_verified_and_left_unchanged(world: Worl
     assert "rollout iroh-relay/iroh-relay" in first.out
     assert f"iroh relay — https://{IROH_HOST}/healthz ok, iroh-relay 0.96.1" in first.out
     assert f"https://{IROH_HOST}  (mydia: IROH_RELAY_URL)" in first.out
-    assert "pinned by tag only" in first.out  # no digest could be looked up (README)
 
     n_kube, n_vps = len(world.kube.calls), len(world.vps.mutations())
     second = await world.deploy()

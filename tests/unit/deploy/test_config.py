@@ -152,7 +152,8 @@ def test_example_config_only_lacks_the_placeholders(tmp_path: Path) -> None:
 
 _KEYS = ["domain_name", "acme_email", "cloudflare_api_token", "relay_secret_key_base",
          "ssh_public_key_path", "ssh_port", "relay_subdomain", "turn_secret", "image_tag",
-         "gitops_repo_url", "advanced", "vps_name", "junk"]
+         "gitops_repo_url", "advanced", "vps_name", "iroh_relay_digest",
+         "iroh_relay_pinned_image", "junk"]
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
                     st.text(max_size=40), st.lists(st.integers(), max_size=3),
                     st.dictionaries(st.text(max_size=12), st.integers(), max_size=3))
@@ -235,3 +236,43 @@ def test_example_datacentre_is_one_the_example_endpoint_sells() -> None:
     regions = {"ovh-us": ("US-",), "ovh-ca": ("BHS", "TOR", "CA-"),
                "ovh-eu": ("SBG", "GRA", "RBX", "WAW", "LIM", "ERI", "EU-")}
     assert datacenter.startswith(regions[endpoint]), (endpoint, datacenter)
+
+
+DIGEST = "sha256:" + "3f" * 32
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("iroh_relay_digest", "sha256:" + "3F" * 32),  # registries write lower case
+    ("iroh_relay_digest", "sha256:" + "3f" * 31),
+    ("iroh_relay_digest", "3f" * 32),
+    ("iroh_relay_digest", "sha512:" + "3f" * 64),
+    ("iroh_relay_digest", DIGEST + "\nimage: evil"),
+    ("iroh_relay_pinned_image", DIGEST),
+    ("iroh_relay_pinned_image", f"n0computer/iroh-relay@{DIGEST}"),
+    ("iroh_relay_pinned_image", f"n0computer/iroh-relay:v0.96.1@sha256:{'3f' * 30}"),
+    ("advanced.image_registry_url", "registry-1.docker.io"),
+])
+def test_iroh_relay_digests_are_validated(keys: Path, tmp_path: Path, key: str,
+                                          value: str) -> None:
+    raw = base(keys)
+    if key.startswith("advanced."):
+        raw["advanced"] = {key.split(".", 1)[1]: value}
+    else:
+        raw[key] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, tmp_path / "c.yaml")
+    assert [p for p in info.value.problems if p.startswith(key)], info.value.problems
+    assert all("\n" not in p for p in info.value.problems)
+
+
+def test_iroh_relay_digests_as_written(keys: Path, tmp_path: Path) -> None:
+    cfg = parse_config(base(keys) | {
+        "iroh_relay_digest": DIGEST,
+        "iroh_relay_pinned_image": f"registry.example:5000/n0/iroh-relay:v0.96.1@{DIGEST}",
+        "advanced": {"image_registry_url": "http://127.0.0.1:5000"}}, tmp_path / "c.yaml")
+    assert cfg.iroh_relay_digest == DIGEST
+    assert cfg.iroh_relay_pinned_image.endswith(f":v0.96.1@{DIGEST}")
+    assert cfg.advanced.image_registry_url == "http://127.0.0.1:5000"
+    default = parse_config(base(keys), tmp_path / "c.yaml")
+    assert (default.iroh_relay_digest, default.iroh_relay_pinned_image) == ("", "")
+    assert default.advanced.image_registry_url == ""  # the image's own: Docker Hub

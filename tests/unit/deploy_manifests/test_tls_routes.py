@@ -230,3 +230,30 @@ def test_an_unpinned_iroh_relay_is_refused(tmp_path: Any, image: str, problem: s
     dep.write_text(dep.read_text().replace("n0computer/iroh-relay:v0.96.1", name))
     with pytest.raises(platform.PlatformError, match=problem):
         platform.iroh_relay(root)
+
+
+def test_the_pinned_digest_goes_beside_the_tag_in_both_modes() -> None:
+    """The tool's digest (relay_deploy.image_pin) in a direct apply, and in the Argo CD
+    Application as ``kustomize edit set image`` reads it (name=newName:tag@digest), render
+    the same Deployment: n0computer/iroh-relay:v0.96.1@sha256:..."""
+    digest = "sha256:" + "c4" * 32
+    hosts = {"domain": "example.org", "iroh_subdomain": "p2p", "relay_subdomain": "r"}
+    direct = platform.iroh_relay_objects(digest=digest, **hosts)
+    (container,) = find(direct, "Deployment", "iroh-relay")["spec"]["template"]["spec"][
+        "containers"]
+    assert container["image"] == f"n0computer/iroh-relay:v0.96.1@{digest}"
+    assert platform.iroh_relay_objects(**hosts) != direct
+    src = platform.iroh_relay_application(repo_url="https://git.example/r.git", digest=digest,
+                                          **hosts)["spec"]["source"]["kustomize"]
+    (arg,) = src["images"]
+    key, value = arg.split("=", 1)
+    new_name, tag, pinned = kustomize.split_image(value)
+    patches = [kustomize.Patch(patch=p["patch"], target=p["target"]) for p in src["patches"]]
+    argo = kustomize.render(platform.iroh_dir(), patches=patches, images=[
+        kustomize.Image(name=key, new_name=new_name, new_tag=tag, digest=pinned)])
+    assert argo == direct
+    assert "images" not in platform.iroh_relay_application(
+        repo_url="https://git.example/r.git", **hosts)["spec"]["source"]["kustomize"]
+    for bad in ("sha256:abc", "latest", "sha256:" + "C4" * 32):
+        with pytest.raises(ValueError):
+            platform.iroh_relay_objects(digest=bad, **hosts)
