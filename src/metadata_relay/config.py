@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     HTTP_IDLE_TIMEOUT: float = Field(5.0, gt=0, le=3600)
     HTTP_BODY_TIMEOUT: float = Field(30.0, gt=0, le=3600)
     HTTP_MAX_HEADER_BYTES: int = Field(16384, ge=1024, le=1024 * 1024)
+    HTTP_WRITE_TIMEOUT: float = Field(30.0, gt=0, le=3600)
     HTTP_ACCESS_LOG: bool = False
 
     # storage

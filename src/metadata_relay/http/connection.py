@@ -24,8 +24,9 @@ Per connection:
   ``header_timeout`` of its first byte (the first one within ``header_timeout`` of the
   connection; else 408, or a silent close when nothing came), at most ``max_header_bytes``
   (else 431); an idle keep-alive connection is closed after ``idle_timeout``; a body must
-  arrive within ``body_timeout`` of its head. uvicorn's own keep-alive timer is left out
-  (:mod:`.server`): it would not see the requests answered here.
+  arrive within ``body_timeout`` of its head; a client that stops reading its answers (the
+  transport pushes back) is cut off after ``write_timeout`` without progress. uvicorn's own
+  keep-alive timer is left out (:mod:`.server`): it would not see the requests answered here.
 - **Upgrades.** A WebSocket upgrade goes to uvicorn, which switches the transport to the
   WebSocket protocol (:mod:`.websocket`); from then on this object is out of the way.
 
@@ -37,6 +38,8 @@ occurs in the service's configuration.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from typing import Any, ClassVar, NamedTuple
 
@@ -56,6 +59,8 @@ from metadata_relay.http.h1 import (
 )
 from metadata_relay.http.links import Links, transport_key
 
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST, drops the buffer
+
 
 def _code(status: int) -> str:
     return "bad_request" if status == 400 else "refused"
@@ -66,6 +71,7 @@ class ConnectionLimits(NamedTuple):
     idle_timeout: float
     body_timeout: float
     max_header_bytes: int
+    write_timeout: float
 
 
 class InnerTransport(asyncio.Transport):
@@ -191,6 +197,7 @@ class HttpConnection(asyncio.Protocol):
         self.eof = False
         self.holding = False  # a head waits for the answers before it (reading paused)
         self.write_paused = False
+        self.write_stall: asyncio.TimerHandle | None = None
         self.head_deadline: float | None = None
         self.body_deadline = 0.0
         self.deadline: float | None = None
@@ -251,6 +258,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._cancel_write_stall()
         self.links.drop(self.key, self)
         self.buf.clear()
         # always None: only then does uvicorn's protocol cancel its keep-alive timer (set far
@@ -259,11 +267,30 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.write_stall is None and not self.passthrough:
+            self.write_stall = self.loop.call_later(self.limits.write_timeout, self._stalled)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._cancel_write_stall()
         self.inner.resume_writing()
+
+    def _stalled(self) -> None:
+        """The client has read nothing of its answers for ``write_timeout``: reset the
+        connection (a close would leave the kernel holding the answers it does not read,
+        waiting for it to read them)."""
+        self.write_stall = None
+        if self.write_paused and not self.detached:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            self.transport.abort()
+
+    def _cancel_write_stall(self) -> None:
+        if self.write_stall is not None:
+            self.write_stall.cancel()
+            self.write_stall = None
 
     # --- the requests -----------------------------------------------------------------------
 

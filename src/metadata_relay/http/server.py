@@ -47,6 +47,7 @@ def limits(settings: Settings) -> connection.ConnectionLimits:
         idle_timeout=settings.HTTP_IDLE_TIMEOUT,
         body_timeout=settings.HTTP_BODY_TIMEOUT,
         max_header_bytes=settings.HTTP_MAX_HEADER_BYTES,
+        write_timeout=settings.HTTP_WRITE_TIMEOUT,
     )
 
 

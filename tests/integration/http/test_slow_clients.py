@@ -198,3 +198,27 @@ def test_a_64_mib_header_is_refused_without_growing_the_process(service: Service
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as s:
         s.sendall(request("/health"))
         assert b" 200 " in s.recv(4096)
+
+
+async def test_client_that_stops_reading_is_dropped(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Pipelined requests whose answers the client never reads: once the connection pushes
+    back, the client has HTTP_WRITE_TIMEOUT to read on, then it is dropped (its answers are
+    not kept buffered, nor its request held, for ever)."""
+    env = {**upstream.env(), **LIMITS, "HTTP_WRITE_TIMEOUT": "0.5"}
+    async with serve_relay(tmp_path, env) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # read nothing
+            sock.connect(("127.0.0.1", port))
+            sock.settimeout(5)
+            await asyncio.to_thread(sock.sendall, request("/metrics") * 3000)  # ~30 MB back
+            state = None
+            for _ in range(100):  # the connection's TCP state, read without reading data
+                await asyncio.sleep(0.1)
+                state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+                if state not in (TCP_ESTABLISHED,):
+                    break
+            assert state != TCP_ESTABLISHED, "a client that reads nothing kept its connection"
+
+
+TCP_ESTABLISHED = 1
