@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 
 from metadata_relay.clock import Clock
@@ -42,10 +44,24 @@ from metadata_relay.storage.sqlite import Database
 
 log = get_logger("metadata_relay.metadata")
 
-CACHE_RESULTS = Counter(
-    "relay_cache_requests_total", "Proxy cache lookups by result (hit, miss, stale)",
-    ["result"], registry=REGISTRY,
-)
+_PROXIES: weakref.WeakSet[MetadataProxy] = weakref.WeakSet()
+
+
+class CacheCollector(Collector):
+    """``relay_cache_requests_total`` read at scrape time from the proxies' own counts (the
+    hot path adds to a plain int, no metric lock per hit)."""
+
+    def collect(self) -> Iterator[Any]:
+        proxies = list(_PROXIES)
+        fam = CounterMetricFamily("relay_cache_requests",
+                                  "Proxy cache lookups by result (hit, miss, stale)",
+                                  labels=["result"])
+        for label, attr in (("hit", "hits"), ("miss", "misses"), ("stale", "stale")):
+            fam.add_metric([label], sum(getattr(p, attr) for p in proxies))
+        yield fam
+
+
+REGISTRY.register(CacheCollector())
 HIT, MISS, STALE = "HIT", "MISS", "STALE"
 STALE_WHILE_REVALIDATE = 86400  # serve-then-refresh window past expiry
 PURGE_INTERVAL = 900.0
@@ -107,9 +123,7 @@ class MetadataProxy:
         self._flights: dict[str, asyncio.Future[Reply]] = {}
         self._refreshing: dict[ProviderName, int] = dict.fromkeys(self.providers, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._hit_counter = CACHE_RESULTS.labels("hit")
-        self._miss_counter = CACHE_RESULTS.labels("miss")
-        self._stale_counter = CACHE_RESULTS.labels("stale")
+        _PROXIES.add(self)
 
     # --- Component ----------------------------------------------------------------------
 
@@ -240,15 +254,12 @@ class MetadataProxy:
 
     def _count_hit(self) -> None:
         self.hits += 1
-        self._hit_counter.inc()
 
     def _count_miss(self) -> None:
         self.misses += 1
-        self._miss_counter.inc()
 
     def _served_stale(self, entry: Entry) -> Reply:
         self.stale += 1
-        self._stale_counter.inc()
         return _entry_reply(entry, STALE)
 
     # --- single flight and refresh -------------------------------------------------------
