@@ -325,8 +325,8 @@ class Settings(BaseSettings):
             ip = ipaddress.ip_address(v)
         except ValueError as exc:
             raise ValueError(f"not an IP address: {v!r}") from exc
-        if ip.version != 6:
-            raise ValueError(f"not an IPv6 address: {v!r}")
+        if ip.version != 6 or "%" in v:
+            raise ValueError(f"not an unscoped IPv6 address: {v!r}")
         return v
 
     @field_validator("HOST")

@@ -155,7 +155,9 @@ class TurnComponent:
         if self.native_forwarding and self.engine is None:
             log.warning("turn_native_forwarding_unavailable",
                         reason=native.IMPORT_ERROR or "needs Linux (epoll)")
-        log.info("turn_started", listen=[f"{ip}:{s.TURN_PORT}" for ip in binds.values()],
+        log.info("turn_started",
+                 listen=[f"[{ip}]:{s.TURN_PORT}" if ":" in ip else f"{ip}:{s.TURN_PORT}"
+                         for ip in binds.values()],
                  relay_ips=list(relay_ips.values()),
                  relay_ports=f"{s.TURN_MIN_PORT}-{s.TURN_MAX_PORT}", realm=s.TURN_REALM,
                  udp_io=io, tcp_io=io)
