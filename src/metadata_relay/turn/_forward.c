@@ -88,11 +88,17 @@ typedef struct {
     uint16_t lo, hi;
 } perm_t;
 
+/* The first member of a slot and of a connection: both are reused, and a handle names one
+ * use (generation) of one index. */
 typedef struct {
     int used;
+    uint64_t gen; /* which open()/attach() it serves now */
+} live_t;
+
+typedef struct {
+    live_t live;
     int relay_fd;
     int family;      /* AF_INET or AF_INET6: the relay socket's, so the peers' */
-    uint64_t gen;    /* which open() this slot serves now: slots and fds are reused */
     akey client;
     int via_fd;      /* UDP client: the listener it is reached through; -1 for a stream */
     struct sockaddr_storage client_sa;
@@ -112,9 +118,8 @@ typedef struct {
 } slot_t;
 
 typedef struct {
-    int used;
+    live_t live;
     int fd;
-    uint64_t gen;
     akey key;        /* how routes name this client */
     uint32_t slot;   /* its allocation's primary slot + 1, 0 if none */
     unsigned char *in;   /* the incomplete frame kept between reads */
@@ -472,32 +477,46 @@ parse_handle(PyObject *arg, uint64_t *gen, size_t *index)
     return 0;
 }
 
-static slot_t *
-get_slot(Forwarder *f, PyObject *arg)
+/* The element of base[0..n) (each `stride` bytes, a live_t first) the handle `arg` names
+ * while that use lasts, or NULL with a KeyError. */
+static void *
+lookup(PyObject *arg, void *base, size_t n, size_t stride, const char *what)
 {
     uint64_t gen;
     size_t i;
+    live_t *e;
     if (parse_handle(arg, &gen, &i) < 0)
         return NULL;
-    if (i >= f->nslots || !f->slots[i].used || f->slots[i].gen != gen) {
-        PyErr_SetString(PyExc_KeyError, "no such slot");
+    e = i < n ? (live_t *)((char *)base + i * stride) : NULL;
+    if (e == NULL || !e->used || e->gen != gen) {
+        PyErr_Format(PyExc_KeyError, "no such %s", what);
         return NULL;
     }
-    return &f->slots[i];
+    return e;
+}
+
+static uint64_t
+slot_handle(Forwarder *f, const slot_t *s)
+{
+    return handle_of(s->live.gen, (size_t)(s - f->slots));
+}
+
+static uint64_t
+conn_handle(Forwarder *f, const conn_t *c)
+{
+    return handle_of(c->live.gen, (size_t)(c - f->conns));
+}
+
+static slot_t *
+get_slot(Forwarder *f, PyObject *arg)
+{
+    return lookup(arg, f->slots, f->nslots, sizeof(slot_t), "slot");
 }
 
 static conn_t *
 get_conn(Forwarder *f, PyObject *arg)
 {
-    uint64_t gen;
-    size_t i;
-    if (parse_handle(arg, &gen, &i) < 0)
-        return NULL;
-    if (i >= f->nconns || !f->conns[i].used || f->conns[i].gen != gen) {
-        PyErr_SetString(PyExc_KeyError, "no such stream");
-        return NULL;
-    }
-    return &f->conns[i];
+    return lookup(arg, f->conns, f->nconns, sizeof(conn_t), "stream");
 }
 
 /* The connection a stream client's slot writes to, if it is still the one it was opened for. */
@@ -508,7 +527,7 @@ conn_of(Forwarder *f, const slot_t *s)
     if (!s->conn || s->conn > f->nconns)
         return NULL;
     c = &f->conns[s->conn - 1];
-    return c->used && c->gen == s->conn_gen ? c : NULL;
+    return c->live.used && c->live.gen == s->conn_gen ? c : NULL;
 }
 
 /* The slot that holds an allocation's buckets (the first of a dual allocation). */
@@ -598,7 +617,7 @@ reserve_slot(Forwarder *f)
         f->ncbk = cap;
         f->cap = cap;
         for (i = 0; i < f->nslots; i++) /* rehash the client table */
-            if (f->slots[i].used && f->slots[i].primary && f->slots[i].via_fd >= 0)
+            if (f->slots[i].live.used && f->slots[i].primary && f->slots[i].via_fd >= 0)
                 ctable_insert(f, i);
     }
     return 0;
@@ -828,7 +847,7 @@ report_closed(Forwarder *f, conn_t *c, PyObject **misses)
     if (c->reported)
         return 0;
     c->reported = 1;
-    return hand_back(misses, c->fd, handle_of(c->gen, (size_t)(c - f->conns)), NULL, 0, NULL, 0);
+    return hand_back(misses, c->fd, conn_handle(f, c), NULL, 0, NULL, 0);
 }
 
 /* ---- Send indications (client -> peer) ------------------------------------------------------ */
@@ -1110,7 +1129,7 @@ drain_relay(Forwarder *f, int fd, slot_t *s, PyObject **misses)
             continue; /* a slow TCP client loses datagrams, as UDP would */
         off = frame_for_client(f, fd, s, d, len, &peer, &flen);
         if (off < 0) {
-            if (hand_back(misses, fd, handle_of(s->gen, (size_t)(s - f->slots)), d + HEAD, len,
+            if (hand_back(misses, fd, slot_handle(f, s), d + HEAD, len,
                           &f->tname[j], h->msg_namelen) < 0)
                 return -1;
             continue;
@@ -1178,7 +1197,7 @@ stream_frames(Forwarder *f, conn_t *c, unsigned char *buf, size_t avail, PyObjec
 {
     size_t pos = 0;
     stage_t st = {-1, 0};
-    uint64_t handle = handle_of(c->gen, (size_t)(c - f->conns));
+    uint64_t handle = conn_handle(f, c);
     slot_t *p = c->slot ? &f->slots[c->slot - 1] : NULL;
     while (!c->dead) {
         const unsigned char *fr = buf + pos;
@@ -1460,8 +1479,8 @@ new_slot(Forwarder *f, int fd, slot_t *partner)
     idx = take_slot(f);
     s = &f->slots[idx];
     memset(s, 0, sizeof *s);
-    s->used = 1;
-    s->gen = ++f->opens;
+    s->live.used = 1;
+    s->live.gen = ++f->opens;
     s->relay_fd = fd;
     s->family = local.ss_family;
     s->via_fd = -1;
@@ -1507,7 +1526,7 @@ Forwarder_open(Forwarder *f, PyObject *args)
     s->chash = hkey(f->seed, 0x200000000ULL, &k);
     if (s->primary)
         ctable_insert(f, (size_t)(s - f->slots));
-    return PyLong_FromUnsignedLongLong(handle_of(s->gen, (size_t)(s - f->slots)));
+    return PyLong_FromUnsignedLongLong(slot_handle(f, s));
 }
 
 static PyObject *
@@ -1531,10 +1550,10 @@ Forwarder_open_stream(Forwarder *f, PyObject *args)
         return NULL;
     s->client = c->key;
     s->conn = (uint32_t)(c - f->conns) + 1;
-    s->conn_gen = c->gen;
+    s->conn_gen = c->live.gen;
     if (s->primary)
         c->slot = (uint32_t)(s - f->slots) + 1;
-    return PyLong_FromUnsignedLongLong(handle_of(s->gen, (size_t)(s - f->slots)));
+    return PyLong_FromUnsignedLongLong(slot_handle(f, s));
 }
 
 static PyObject *
@@ -1582,7 +1601,7 @@ Forwarder_close(Forwarder *f, PyObject *arg)
     }
     if ((size_t)s->relay_fd < f->nfd)
         f->fdmap[s->relay_fd] = 0;
-    s->used = 0;
+    s->live.used = 0;
     s->sibling = 0;
     f->freel[f->nfree++] = (uint32_t)idx;
     return r;
@@ -1786,15 +1805,15 @@ Forwarder_attach(Forwarder *f, PyObject *args)
     idx = f->ncfree ? f->cfree[--f->ncfree] : f->nconns++;
     c = &f->conns[idx];
     memset(c, 0, sizeof *c);
-    c->used = 1;
+    c->live.used = 1;
     c->fd = fd;
-    c->gen = ++f->opens;
+    c->live.gen = ++f->opens;
     c->key.b[0] = 'S';
     memcpy(c->key.b + 4, &idx, sizeof idx < 8 ? sizeof idx : 8);
-    memcpy(c->key.b + 12, &c->gen, 8);
+    memcpy(c->key.b + 12, &c->live.gen, 8);
     if (ilen > 0) {
         if ((c->in = PyMem_RawMalloc((size_t)ilen)) == NULL) {
-            c->used = 0;
+            c->live.used = 0;
             f->cfree[f->ncfree++] = (uint32_t)idx;
             return PyErr_NoMemory();
         }
@@ -1804,7 +1823,7 @@ Forwarder_attach(Forwarder *f, PyObject *args)
         f->npending++;
     }
     f->fdmap[fd] = KIND_CONN << KIND_SHIFT | ((uint32_t)idx + 1);
-    return PyLong_FromUnsignedLongLong(handle_of(c->gen, idx));
+    return PyLong_FromUnsignedLongLong(handle_of(c->live.gen, idx));
 }
 
 static PyObject *
@@ -1851,7 +1870,7 @@ Forwarder_detach(Forwarder *f, PyObject *arg)
     free_conn(c);
     if ((size_t)c->fd < f->nfd)
         f->fdmap[c->fd] = 0;
-    c->used = 0;
+    c->live.used = 0;
     f->cfree[f->ncfree++] = (uint32_t)idx;
     Py_RETURN_NONE;
 }
@@ -1867,7 +1886,8 @@ Forwarder_poll(Forwarder *f, PyObject *Py_UNUSED(ignored))
         return NULL;
     f->busy = 1;
     for (k = 0; f->npending && k < f->nconns; k++) /* bytes attached, not yet framed */
-        if (f->conns[k].used && f->conns[k].pending && drain_stream(f, &f->conns[k], &misses) < 0)
+        if (f->conns[k].live.used && f->conns[k].pending
+            && drain_stream(f, &f->conns[k], &misses) < 0)
             goto fail;
     n = epoll_wait(f->epfd, ev, MAX_EVENTS, 0);
     if (n < 0) {
@@ -1902,7 +1922,7 @@ Forwarder_poll(Forwarder *f, PyObject *Py_UNUSED(ignored))
     for (k = 0; k < f->ndirty; k++) {
         conn_t *c = &f->conns[f->dirty[k]];
         c->dirty = 0;
-        if (c->used && conn_flush(f, c) < 0 && report_closed(f, c, &misses) < 0) {
+        if (c->live.used && conn_flush(f, c) < 0 && report_closed(f, c, &misses) < 0) {
             f->ndirty = 0;
             goto fail;
         }

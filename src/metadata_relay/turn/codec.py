@@ -176,6 +176,20 @@ def parse(data: bytes) -> Message | None:
     return msg
 
 
+def every(msg: Message, attr: int) -> list[bytes]:
+    """The value of every occurrence of ``attr`` before MESSAGE-INTEGRITY, in order
+    (``Message.attrs`` keeps only the first)."""
+    out: list[bytes] = []
+    raw = msg.raw
+    pos, end = 20, (msg.mi_offset if msg.mi_offset >= 0 else len(raw))
+    while pos + 4 <= end:
+        at, alen = ATTR_HEADER.unpack_from(raw, pos)
+        if at == attr:
+            out.append(raw[pos + 4 : pos + 4 + alen])
+        pos += 4 + ((alen + 3) & ~3)
+    return out
+
+
 def unknown_required(msg: Message) -> list[int]:
     return [a for a in dict.fromkeys(msg.order) if a < 0x8000 and a not in KNOWN_REQUIRED]
 

@@ -410,8 +410,7 @@ class TurnServer:
 
     def _peers(self, msg: Message, key: bytes) -> list[Address] | bytes:
         peers: list[Address] = []
-        for at, value in self._all(msg, c.XOR_PEER_ADDRESS):
-            del at
+        for value in c.every(msg, c.XOR_PEER_ADDRESS):  # CreatePermission may repeat it
             peer = c.parse_xor_address(value, msg.txid)
             if peer is None:
                 return self._error(msg, 400, key)
@@ -419,19 +418,6 @@ class TurnServer:
         if not peers:
             return self._error(msg, 400, key)
         return peers
-
-    @staticmethod
-    def _all(msg: Message, attr: int) -> list[tuple[int, bytes]]:
-        """Every occurrence of ``attr`` before MESSAGE-INTEGRITY (CreatePermission may repeat)."""
-        out: list[tuple[int, bytes]] = []
-        raw = msg.raw
-        pos, end = 20, (msg.mi_offset if msg.mi_offset >= 0 else len(raw))
-        while pos + 4 <= end:
-            at, alen = c.ATTR_HEADER.unpack_from(raw, pos)
-            if at == attr:
-                out.append((at, raw[pos + 4 : pos + 4 + alen]))
-            pos += 4 + ((alen + 3) & ~3)
-        return out
 
     def _owner(self, msg: Message, al: Allocation | None, now: float
                ) -> bytes | tuple[bytes, Allocation]:

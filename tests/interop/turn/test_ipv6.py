@@ -27,6 +27,7 @@ from tests.interop.turn.support import (
     uclient,
 )
 from tests.interop.turn.test_aioice import Collect, Echo, credential
+from tests.unit.turn.harness import relayed
 from tests.unit.turn.test_policy import DENIED_ADDRESSES
 
 BOTH = {"TURN_LISTEN_IP": "127.0.0.1,::1", "TURN_PUBLIC_IPV6": "::1",
@@ -36,17 +37,6 @@ SIX_ONLY = {"TURN_LISTEN_IP": "::1", "TURN_PUBLIC_IPV6": "::1", "TURN_ALLOWED_PE
 """An IPv6-only node: IPv6 relays, even for a client that does not ask (aioice never does)."""
 
 
-def relayed(resp: c.Message) -> list[tuple[str, int]]:
-    out = []
-    pos = 20
-    while pos + 4 <= len(resp.raw):
-        at, alen = c.ATTR_HEADER.unpack_from(resp.raw, pos)
-        if at == c.XOR_RELAYED_ADDRESS:
-            addr = c.parse_xor_address(resp.raw[pos + 4 : pos + 4 + alen], resp.txid)
-            assert addr is not None
-            out.append(addr)
-        pos += 4 + ((alen + 3) & ~3)
-    return out
 
 
 @FORWARDING

@@ -142,5 +142,13 @@ def code(msg: Message) -> int:
     return c.parse_error(msg.attrs[c.ERROR_CODE])[0]
 
 
+def relayed(resp: Message) -> list[Address]:
+    """Every XOR-RELAYED-ADDRESS of an Allocate answer (a dual allocation has two)."""
+    out = [c.parse_xor_address(value, resp.txid)
+           for value in c.every(resp, c.XOR_RELAYED_ADDRESS)]
+    assert None not in out
+    return out  # type: ignore[return-value]
+
+
 def signed(msg: Message, key: bytes) -> bool:
     return msg.has_fingerprint and msg.verify_integrity(key)

@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.codec import Address, Message
-from tests.unit.turn.harness import PUBLIC_PEER, RELAY_IP, T0, Client, Harness, code, signed
+from tests.unit.turn.harness import (
+    PUBLIC_PEER,
+    RELAY_IP,
+    T0,
+    Client,
+    Harness,
+    code,
+    relayed,
+    signed,
+)
 from tests.unit.turn.test_policy import DENIED_ADDRESSES
 
 
@@ -215,18 +224,6 @@ PUBLIC_PEER6: Address = ("2606:4700::1111", 3480)  # never contacted
 V4, V6 = c.family_value(4), c.family_value(6)
 
 
-def relayed(resp: Message) -> list[Address]:
-    """Every XOR-RELAYED-ADDRESS of an Allocate answer (a dual allocation has two)."""
-    out = []
-    pos = 20
-    while pos + 4 <= len(resp.raw):
-        at, alen = c.ATTR_HEADER.unpack_from(resp.raw, pos)
-        if at == c.XOR_RELAYED_ADDRESS:
-            addr = c.parse_xor_address(resp.raw[pos + 4 : pos + 4 + alen], resp.txid)
-            assert addr is not None
-            out.append(addr)
-        pos += 4 + ((alen + 3) & ~3)
-    return out
 
 
 def address_error(resp: Message) -> tuple[int, int] | None:
