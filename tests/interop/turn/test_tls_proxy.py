@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aioice.turn
@@ -101,8 +102,11 @@ def test_turnutils_uclient_over_tls_through_the_proxy(tmp_path: Path, forwarding
     TLS listener too: 0-1 of 120), hence its own loss figure is only bounded here."""
     with turn_service(tmp_path, forwarding, env=TRUSTING) as svc, turnutils_peer() as peer, \
             TlsProxy(("127.0.0.1", turn_port(svc)), tmp_path, via=PROXY_ADDR).running() as px:
-        for flags in (("-S", "-t"), ("-S", "-t", "-s")):
-            result = uclient(px.port, peer, *flags, "-L", "127.0.0.23", n=60, m=2, z=5)
+        variants = (("-S", "-t"), ("-S", "-t", "-s"))
+        with ThreadPoolExecutor(len(variants)) as pool:  # independent client processes
+            results = list(pool.map(lambda flags: uclient(
+                px.port, peer, *flags, "-L", "127.0.0.23", n=60, m=2, z=5), variants))
+        for result in results:
             assert result["returncode"] == 0 and result["sent"] == 120, result["output"]
             assert result["received"] >= 108, result["output"]
         assert {host for host, _port in px.clients} == {"127.0.0.23"}
