@@ -716,11 +716,9 @@ conn_flush(Forwarder *f, conn_t *c)
     }
     if (c->outoff == c->outlen) {
         c->outoff = c->outlen = 0;
-        if (c->outcap > (1 << 16)) { /* a burst's buffer is not kept for an idle client */
-            PyMem_RawFree(c->out);
-            c->out = NULL;
-            c->outcap = 0;
-        }
+        PyMem_RawFree(c->out); /* an idle client holds no buffer (thousands may be open) */
+        c->out = NULL;
+        c->outcap = 0;
         want_out(f, c, 0);
     } else {
         want_out(f, c, 1);
