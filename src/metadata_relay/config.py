@@ -119,6 +119,30 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def detect_public_ipv6() -> str | None:
+    """First global IPv6 address of the host (route lookup, no packet sent), else None."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.connect(("2001:db8::1", 9))
+            ip = ipaddress.ip_address(str(s.getsockname()[0]).split("%", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return str(ip) if ip.is_global else None
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def listen_ips(value: str) -> tuple[str, ...]:
+    """TURN_LISTEN_IP as the addresses to bind: a lone wildcard (``0.0.0.0`` or ``::``) is
+    every address of both families; ``localhost`` is 127.0.0.1; else the comma list as given
+    (at most one address per family)."""
+    items = [p.strip() for p in value.split(",") if p.strip()]
+    if len(items) == 1 and items[0] in WILDCARDS:
+        return WILDCARDS
+    return tuple("127.0.0.1" if ip == "localhost" else ip for ip in items)
+
+
 def detect_public_ip() -> str:
     """First non-loopback IPv4 of the host (route lookup, no packet sent), else 127.0.0.1."""
     try:
@@ -191,6 +215,7 @@ class Settings(BaseSettings):
     TURN_LISTEN_IP: str = "0.0.0.0"
     TURN_PORT: int = Field(3478, ge=0, le=65535)
     TURN_PUBLIC_IP: str | None = None
+    TURN_PUBLIC_IPV6: str | None = None
     TURN_REALM: str = "metadata-relay"
     TURN_MIN_PORT: int = Field(49152, ge=1, le=65535)
     TURN_MAX_PORT: int = Field(49252, ge=1, le=65535)
@@ -297,7 +322,38 @@ class Settings(BaseSettings):
     def _networks(cls, v: object) -> tuple[Network, ...]:
         return _cidrs(v, "")
 
-    @field_validator("HOST", "TURN_LISTEN_IP")
+    @field_validator("TURN_LISTEN_IP")
+    @classmethod
+    def _turn_listen_ips(cls, v: str) -> str:
+        ips = listen_ips(v)
+        if not ips:
+            raise ValueError("no address")
+        families = []
+        for ip in ips:
+            try:
+                families.append(ipaddress.ip_address(ip).version)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address: {ip!r}") from exc
+        if len(set(families)) != len(families):
+            raise ValueError(f"more than one address of a family: {v!r}")
+        return v
+
+    @field_validator("TURN_PUBLIC_IPV6")
+    @classmethod
+    def _public_ipv6(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if v.lower() == "none":
+            return "none"
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError as exc:
+            raise ValueError(f"not an IP address: {v!r}") from exc
+        if ip.version != 6 or "%" in v:
+            raise ValueError(f"not an unscoped IPv6 address: {v!r}")
+        return v
+
+    @field_validator("HOST")
     @classmethod
     def _listen_ip(cls, v: str) -> str:
         if v in ("localhost",):
@@ -342,6 +398,18 @@ class Settings(BaseSettings):
     @property
     def turn_public_ip(self) -> str:
         return self.TURN_PUBLIC_IP or detect_public_ip()
+
+    @property
+    def turn_public_ipv6(self) -> str | None:
+        """The IPv6 relay address: TURN_PUBLIC_IPV6, else the host's first global IPv6
+        address; None (``none``, or nothing found): no IPv6 relays."""
+        if self.TURN_PUBLIC_IPV6 == "none":
+            return None
+        return self.TURN_PUBLIC_IPV6 or detect_public_ipv6()
+
+    @property
+    def turn_listen_ips(self) -> tuple[str, ...]:
+        return listen_ips(self.TURN_LISTEN_IP)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

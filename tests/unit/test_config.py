@@ -95,3 +95,30 @@ def test_turn_over_tls_settings() -> None:
             load_settings({"TURN_TLS_HOST": "turn.example.com", **other})
         assert str(err.value).startswith("invalid configuration: TURN_TLS_HOST:")
         assert "\n" not in str(err.value)
+
+
+def test_turn_listen_ip_names_one_address_per_family() -> None:
+    from metadata_relay.config import listen_ips
+
+    assert load_settings({}).turn_listen_ips == ("0.0.0.0", "::")  # every address, both
+    assert listen_ips("::") == ("0.0.0.0", "::")
+    assert listen_ips("localhost") == ("127.0.0.1",)
+    assert listen_ips("127.0.0.1, ::1") == ("127.0.0.1", "::1")
+    assert listen_ips("0.0.0.0,::1") == ("0.0.0.0", "::1")  # in a list: its family only
+    for bad in ("127.0.0.1,127.0.0.2", "::1,::2", "host.example", ",", "127.0.0.1,nope"):
+        with pytest.raises(ConfigError, match="TURN_LISTEN_IP"):
+            load_settings({"TURN_LISTEN_IP": bad})
+
+
+def test_turn_public_ipv6_is_an_ipv6_address_none_or_discovered() -> None:
+    from metadata_relay.config import detect_public_ipv6
+
+    assert load_settings({"TURN_PUBLIC_IPV6": "2001:db8::7"}).turn_public_ipv6 == "2001:db8::7"
+    assert load_settings({"TURN_PUBLIC_IPV6": "none"}).turn_public_ipv6 is None
+    assert load_settings({"TURN_PUBLIC_IPV6": "NONE"}).turn_public_ipv6 is None
+    found = load_settings({}).turn_public_ipv6  # this host's first global IPv6, if any
+    assert found == detect_public_ipv6()
+    assert found is None or ipaddress.ip_address(found).is_global
+    for bad in ("192.0.2.1", "host.example", "fe80::1%eth0"):
+        with pytest.raises(ConfigError, match="TURN_PUBLIC_IPV6"):
+            load_settings({"TURN_PUBLIC_IPV6": bad})

@@ -1,15 +1,18 @@
-"""One TURN allocation: its relay, permissions, channels, and every forwarding decision.
+"""One TURN allocation: its relays, permissions, channels, and every forwarding decision.
 
 What may pass between the client and its peers is decided here and nowhere else, for every
 I/O edge (the event-loop transports and the C forwarder's slow path; Send indications come
 through the state machine): :meth:`Allocation.channel_out` and :meth:`Allocation.send_out`
-for client -> peer, :meth:`Allocation.channel_in` for peer -> client.
+for client -> peer, :meth:`Allocation.channel_in` for peer -> client, and
+:meth:`Allocation.relay_for`, the relay socket a peer is reached through (one per address
+family: a dual allocation, RFC 8656, has an IPv4 and an IPv6 one).
 
 ``out_routes`` (channel number -> peer address) and ``in_routes`` (peer address -> channel
 number) hold only channels whose permission is alive; the state machine rebuilds them on every
 change so the relay path is a dict lookup with no clock reads. An I/O edge that keeps its own
-copy of those tables (the C forwarder, :mod:`metadata_relay.turn.native`) sets ``observer``,
-which every rebuild calls, so the copy can never outlive a permission or channel.
+copy of those tables and of :meth:`Allocation.port_range` for each permitted IP (the C
+forwarder, :mod:`metadata_relay.turn.native`) sets ``observer``, which every rebuild calls, so
+the copy can never outlive a permission or channel.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
-from metadata_relay.turn.codec import Address, data_indication
+from metadata_relay.turn.codec import Address, data_indication, ip_family
 from metadata_relay.turn.peers import PeerPolicy
 from metadata_relay.turn.ratelimit import TokenBucket
 
 MAX_UDP = 65507
 """Largest IPv4 UDP payload: no frame for the client is bigger."""
+EVERY_PORT = (0, 65535)
 _CD = struct.Struct("!HH").pack
 _PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
@@ -42,7 +46,7 @@ class Allocation:
     __slots__ = (
         "by_in", "by_out", "channels", "client_addr", "client_key", "down", "expires",
         "in_routes", "key", "last_response", "last_txid", "observer", "out_routes", "peer_channels",
-        "perms", "pk_in", "pk_out", "policy", "relay", "relay_addr", "restricted", "tcp", "up",
+        "perms", "pk_in", "pk_out", "policy", "relay_addrs", "relays", "restricted", "tcp", "up",
         "user", "username",
     )
 
@@ -56,8 +60,10 @@ class Allocation:
         self.user = user
         self.key = key
         self.expires = expires
-        self.relay: Relay | None = None
-        self.relay_addr: Address = ("0.0.0.0", 0)
+        self.relays: dict[int, Relay] = {}
+        """Address family (4, 6) -> the relay socket of that family."""
+        self.relay_addrs: dict[int, Address] = {}
+        """Address family -> the advertised relayed transport address (XOR-RELAYED-ADDRESS)."""
         self.perms: dict[str, float] = {}
         """peer IP -> expiry."""
         self.restricted: set[str] = set()
@@ -87,13 +93,23 @@ class Allocation:
             return None
         return data[4 : 4 + n], peer
 
-    def permits(self, peer: Address) -> bool:
-        """Is there a permission for ``peer``'s IP (on a relay-range port, when the IP is
-        permitted only through the own-address rule)?"""
-        ip = peer[0]
+    def relay_for(self, peer: Address) -> Relay | None:
+        """The relay socket ``peer`` is reached through: the one of its address family."""
+        return self.relays.get(ip_family(peer[0]))
+
+    def port_range(self, ip: str) -> tuple[int, int] | None:
+        """The ports data may use with peer ``ip``: None without a permission; the relay
+        range for an IP permitted only through the own-address rule (a ChannelBind to one of
+        this server's relay ports: never the node's other services); else every port."""
         if ip not in self.perms:
-            return False
-        return ip not in self.restricted or self.policy.is_own_relay(*peer)
+            return None
+        return self.policy.relay_ports if ip in self.restricted else EVERY_PORT
+
+    def permits(self, peer: Address) -> bool:
+        """May data pass between the relay and ``peer`` ((host, port))? See
+        :meth:`port_range`."""
+        ports = self.port_range(peer[0])
+        return ports is not None and ports[0] <= peer[1] <= ports[1]
 
     def send_out(self, peer: Address, data: bytes) -> bool:
         """A Send indication's payload for ``peer``: may it go out of the relay (then

@@ -58,8 +58,17 @@ XOR_MAPPED_ADDRESS = 0x0020
 RESERVATION_TOKEN = 0x0022
 PRIORITY = 0x0024
 USE_CANDIDATE = 0x0025
+ADDITIONAL_ADDRESS_FAMILY = 0x8000
+ADDRESS_ERROR_CODE = 0x8001
+# the same two before RFC 8656 gave them their numbers (draft-ietf-tram-turnbis): coturn up to
+# 4.9, Debian's 4.6.1 turnutils_uclient -Z among them, sends and reads these
+ADDITIONAL_ADDRESS_FAMILY_DRAFT = 0x8032
+ADDRESS_ERROR_CODE_DRAFT = 0x8033
 SOFTWARE = 0x8022
 FINGERPRINT = 0x8028
+
+# REQUESTED-ADDRESS-FAMILY / ADDITIONAL-ADDRESS-FAMILY values (RFC 8656 section 18.10)
+FAMILY_VALUES = {4: 0x01, 6: 0x02}
 
 # Comprehension-required attributes (< 0x8000) this server understands; any other one in a
 # request gets 420 (DONT-FRAGMENT, RESERVATION-TOKEN, MI-SHA256, USERHASH, ...). EVEN-PORT is
@@ -167,6 +176,20 @@ def parse(data: bytes) -> Message | None:
     return msg
 
 
+def every(msg: Message, attr: int) -> list[bytes]:
+    """The value of every occurrence of ``attr`` before MESSAGE-INTEGRITY, in order
+    (``Message.attrs`` keeps only the first)."""
+    out: list[bytes] = []
+    raw = msg.raw
+    pos, end = 20, (msg.mi_offset if msg.mi_offset >= 0 else len(raw))
+    while pos + 4 <= end:
+        at, alen = ATTR_HEADER.unpack_from(raw, pos)
+        if at == attr:
+            out.append(raw[pos + 4 : pos + 4 + alen])
+        pos += 4 + ((alen + 3) & ~3)
+    return out
+
+
 def unknown_required(msg: Message) -> list[int]:
     return [a for a in dict.fromkeys(msg.order) if a < 0x8000 and a not in KNOWN_REQUIRED]
 
@@ -201,6 +224,28 @@ def error_value(code: int, reason: str | None = None) -> bytes:
 
 def parse_error(value: bytes) -> tuple[int, str]:
     return (value[2] & 7) * 100 + value[3], value[4:].decode("utf-8", "replace")
+
+
+def ip_family(ip: str) -> int:
+    """4 or 6: the address family of an IP address as written."""
+    return 6 if ":" in ip else 4
+
+
+def address_family(value: bytes) -> int | None:
+    """A REQUESTED-/ADDITIONAL-ADDRESS-FAMILY value: 4, 6, or None when malformed or unknown."""
+    if len(value) != 4:
+        return None
+    return {0x01: 4, 0x02: 6}.get(value[0])
+
+
+def family_value(family: int) -> bytes:
+    """The 4-byte REQUESTED-ADDRESS-FAMILY value for ``family`` (4 or 6)."""
+    return bytes((FAMILY_VALUES[family], 0, 0, 0))
+
+
+def address_error_value(family: int, code: int) -> bytes:
+    """ADDRESS-ERROR-CODE (RFC 8656 section 18.12): which family was not allocated, and why."""
+    return bytes((FAMILY_VALUES[family], 0)) + error_value(code)[2:]
 
 
 def xor_address(ip: str, port: int, txid: bytes) -> bytes:

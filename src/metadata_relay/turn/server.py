@@ -2,7 +2,9 @@
 
 :meth:`TurnServer.handle` takes one STUN message's bytes, the client's 5-tuple key and address
 and the current time, and returns the response bytes (or ``None``). Relay sockets come from an
-injected ``opener`` (the I/O edge); Send indications go out through ``Allocation.relay``.
+injected ``opener`` (the I/O edge), one per address family of the allocation (RFC 8656: an
+IPv4 or an IPv6 relay, or both for a dual allocation); Send indications go out through
+``Allocation.relay_for``.
 Periodic :meth:`TurnServer.tick` expires allocations, permissions and channels and refills
 the bandwidth buckets.
 """
@@ -26,8 +28,9 @@ from metadata_relay.turn.nonce import NonceFactory
 from metadata_relay.turn.peers import PeerPolicy, normalise
 from metadata_relay.turn.ratelimit import TokenBucket
 
-Opener = Callable[[Allocation, bool], Relay | None]
-"""(allocation, even port wanted) -> relay socket, or None when no port is free."""
+Opener = Callable[[Allocation, int, bool], Relay | None]
+"""(allocation, address family 4 or 6, even port wanted) -> relay socket of that family, or
+None when no port is free."""
 UDP_TRANSPORT = 17
 
 
@@ -35,8 +38,9 @@ UDP_TRANSPORT = 17
 class TurnConfig:
     realm: str
     secrets: tuple[str, ...]
-    relay_ip: str
-    """Advertised relay address (XOR-RELAYED-ADDRESS)."""
+    relay_ips: tuple[str, ...]
+    """Advertised relay addresses (XOR-RELAYED-ADDRESS), at most one per address family: the
+    families this server allocates relays in."""
     default_lifetime: int = 600
     max_lifetime: int = 3600
     permission_lifetime: int = 300
@@ -77,7 +81,8 @@ class TurnServer:
         self.allocations: dict[Hashable, Allocation] = {}
         self.user_counts: Counter[str] = Counter()
         self.source_counts: Counter[str] = Counter()
-        self.relay_family = 6 if ":" in config.relay_ip else 4
+        self.relay_ips = {c.ip_family(ip): ip for ip in config.relay_ips}
+        """Address family -> advertised relay address: the families offered."""
         # counters (read by metrics and /stats)
         self.auth_failures: Counter[str] = Counter()
         self.error_responses: Counter[int] = Counter()
@@ -88,6 +93,18 @@ class TurnServer:
 
     def handle(self, data: bytes, client_key: Hashable, client_addr: Address, tcp: bool,
                now: float) -> bytes | None:
+        """One STUN message or ChannelData frame from a client: the answer to send back, if
+        any. ChannelData goes out of the allocation's relay as :meth:`Allocation.channel_out`
+        decides (the I/O edges' own fast paths take the same decision)."""
+        if data[:1] and data[0] & 0xC0 == 0x40:
+            al = self.allocations.get(client_key)
+            if al is not None and len(data) >= 4:
+                out = al.channel_out(data)
+                if out is not None:
+                    relay = al.relay_for(out[1])
+                    if relay is not None:
+                        relay.sendto(*out)
+            return None
         msg = c.parse(data)
         if msg is None:
             return None
@@ -122,9 +139,9 @@ class TurnServer:
                 del counts[k]
         al.out_routes.clear()
         al.in_routes.clear()
-        if al.relay is not None:
-            al.relay.close()  # first: an edge may settle the allocation's counters here
-            al.relay = None
+        for relay in al.relays.values():
+            relay.close()  # first: an edge may settle the allocation's counters here
+        al.relays.clear()
         t = self.closed_totals
         t[0] += al.pk_out
         t[1] += al.by_out
@@ -284,11 +301,9 @@ class TurnServer:
             return self._error(msg, 400, key)
         if transport[0] != UDP_TRANSPORT:
             return self._error(msg, 442, key)
-        family = msg.attrs.get(c.REQUESTED_ADDRESS_FAMILY)
-        if family is not None:
-            wanted = {b"\x01": 4, b"\x02": 6}.get(family[:1])
-            if len(family) != 4 or wanted != self.relay_family:
-                return self._error(msg, 440, key)
+        families = self._families(msg, key)
+        if isinstance(families, bytes):
+            return families
         even = msg.attrs.get(c.EVEN_PORT)
         if even is not None and (len(even) != 1 or even[0] & 0x80):
             return self._error(msg, 508, key)  # R bit: port reservation is not offered
@@ -304,21 +319,60 @@ class TurnServer:
             burst = max(rate, 65536)
             new.up = TokenBucket(rate, burst, now)
             new.down = TokenBucket(rate, burst, now)
-        relay = self.opener(new, even is not None)
-        if relay is None:
-            return self._error(msg, 508, key)
-        new.relay = relay
-        new.relay_addr = (self.config.relay_ip, relay.port)
+        missing: list[tuple[int, bytes]] = []
+        error_attr = c.ADDRESS_ERROR_CODE_DRAFT if c.ADDITIONAL_ADDRESS_FAMILY_DRAFT in msg.attrs \
+            and c.ADDITIONAL_ADDRESS_FAMILY not in msg.attrs else c.ADDRESS_ERROR_CODE
+        for family in families:
+            relay = self.opener(new, family, even is not None) \
+                if family in self.relay_ips else None
+            if relay is None:
+                if family == families[0]:  # the one asked for (or IPv4 of a dual allocation)
+                    return self._error(msg, 508, key)
+                code = 508 if family in self.relay_ips else 440
+                missing.append((error_attr, c.address_error_value(family, code)))
+                continue
+            new.relays[family] = relay
+            new.relay_addrs[family] = (self.relay_ips[family], relay.port)
         self.allocations[client_key] = new
         self.user_counts[user] += 1
         self.source_counts[src] += 1
         self.allocations_total += 1
         response = self._success(msg, [
-            (c.XOR_RELAYED_ADDRESS, c.xor_address(self.config.relay_ip, relay.port, msg.txid)),
+            *((c.XOR_RELAYED_ADDRESS, c.xor_address(ip, port, msg.txid))
+              for ip, port in new.relay_addrs.values()),
             (c.LIFETIME, c.uint32(lifetime)),
             (c.XOR_MAPPED_ADDRESS, c.xor_address(client_addr[0], client_addr[1], msg.txid)),
+            *missing,
         ], key)
         return self._remember(new, msg, response)
+
+    def _families(self, msg: Message, key: bytes) -> list[int] | bytes:
+        """The relay address families an Allocate asks for, first the one that must be
+        allocated (RFC 8656 section 7.2), or the error answer: REQUESTED-ADDRESS-FAMILY
+        names one (440 when not offered); ADDITIONAL-ADDRESS-FAMILY (IPv6 only; also under
+        its draft number, as coturn's older clients send it) asks for IPv4 and IPv6 (the IPv6
+        relay may then be missing, said by ADDRESS-ERROR-CODE); both at once are a 400.
+        Without either: IPv4 — or, on a node that offers only IPv6, IPv6
+        (RFC 8656 says 440, but the clients that never send the attribute, aioice and
+        libwebrtc among them, would then get nothing from an IPv6-only relay; coturn's
+        ``--allocation-default-address-family`` exists for the same reason)."""
+        requested = msg.attrs.get(c.REQUESTED_ADDRESS_FAMILY)
+        additional = msg.attrs.get(c.ADDITIONAL_ADDRESS_FAMILY,
+                                   msg.attrs.get(c.ADDITIONAL_ADDRESS_FAMILY_DRAFT))
+        if requested is not None and additional is not None:
+            return self._error(msg, 400, key)
+        if additional is not None:
+            if c.address_family(additional) != 6:
+                return self._error(msg, 400, key)
+            if 4 not in self.relay_ips:
+                return self._error(msg, 440, key)
+            return [4, 6]
+        if requested is not None:
+            family = c.address_family(requested)
+            if family is None or family not in self.relay_ips:
+                return self._error(msg, 440, key)
+            return [family]
+        return [4 if 4 in self.relay_ips or not self.relay_ips else next(iter(self.relay_ips))]
 
     def _refresh(self, msg: Message, client_key: Hashable, client_addr: Address, tcp: bool,
                  al: Allocation | None, now: float) -> bytes | None:
@@ -326,17 +380,37 @@ class TurnServer:
         if isinstance(owner, bytes):
             return owner
         key, al = owner
+        requested = msg.attrs.get(c.REQUESTED_ADDRESS_FAMILY)
+        family = None if requested is None else c.address_family(requested)
+        if requested is not None and family not in al.relays:
+            return self._error(msg, 443, key)  # RFC 6156 section 5.2: not this allocation's
         lifetime = self._lifetime(msg)
-        if lifetime == 0:
+        if lifetime == 0 and family is not None and len(al.relays) > 1:
+            self._drop_family(al, family)  # one relay of a dual allocation (RFC 8656 7.3)
+        elif lifetime == 0:
             self.delete(al)
         else:
             al.expires = now + lifetime
         return self._remember(al, msg, self._success(msg, [(c.LIFETIME, c.uint32(lifetime))], key))
 
+    @staticmethod
+    def _drop_family(al: Allocation, family: int) -> None:
+        """Close the ``family`` relay of a dual allocation, with its permissions and channels;
+        the other relay stays (and keeps the allocation's single lifetime)."""
+        al.relays.pop(family).close()
+        del al.relay_addrs[family]
+        for ip in [ip for ip in al.perms if c.ip_family(ip) == family]:
+            del al.perms[ip]
+            al.restricted.discard(ip)
+        for number, (peer, _exp) in list(al.channels.items()):
+            if c.ip_family(peer[0]) == family:
+                del al.channels[number]
+                del al.peer_channels[peer]
+        al.rebuild_routes()
+
     def _peers(self, msg: Message, key: bytes) -> list[Address] | bytes:
         peers: list[Address] = []
-        for at, value in self._all(msg, c.XOR_PEER_ADDRESS):
-            del at
+        for value in c.every(msg, c.XOR_PEER_ADDRESS):  # CreatePermission may repeat it
             peer = c.parse_xor_address(value, msg.txid)
             if peer is None:
                 return self._error(msg, 400, key)
@@ -344,19 +418,6 @@ class TurnServer:
         if not peers:
             return self._error(msg, 400, key)
         return peers
-
-    @staticmethod
-    def _all(msg: Message, attr: int) -> list[tuple[int, bytes]]:
-        """Every occurrence of ``attr`` before MESSAGE-INTEGRITY (CreatePermission may repeat)."""
-        out: list[tuple[int, bytes]] = []
-        raw = msg.raw
-        pos, end = 20, (msg.mi_offset if msg.mi_offset >= 0 else len(raw))
-        while pos + 4 <= end:
-            at, alen = c.ATTR_HEADER.unpack_from(raw, pos)
-            if at == attr:
-                out.append((at, raw[pos + 4 : pos + 4 + alen]))
-            pos += 4 + ((alen + 3) & ~3)
-        return out
 
     def _owner(self, msg: Message, al: Allocation | None, now: float
                ) -> bytes | tuple[bytes, Allocation]:
@@ -372,14 +433,14 @@ class TurnServer:
             return self._error(msg, 437, key)
         return key, al
 
-    def _check_peer(self, msg: Message, peer: Address, key: bytes, port_known: bool
-                    ) -> bytes | None:
+    def _check_peer(self, msg: Message, al: Allocation, peer: Address, key: bytes,
+                    port_known: bool) -> bytes | None:
         ip, port = peer
         allowed = self.policy.permits(ip, port) if port_known else self.policy.permits_ip(ip)
         if not allowed:
             return self._error(msg, 403, key)
-        if (6 if ":" in ip else 4) != self.relay_family:
-            return self._error(msg, 443, key)
+        if c.ip_family(ip) not in al.relays:
+            return self._error(msg, 443, key)  # no relay of the peer's family
         return None
 
     def _create_permission(self, msg: Message, client_key: Hashable, client_addr: Address,
@@ -392,7 +453,7 @@ class TurnServer:
         if isinstance(peers, bytes):
             return peers
         for peer in peers:
-            err = self._check_peer(msg, peer, key, port_known=False)
+            err = self._check_peer(msg, al, peer, key, port_known=False)
             if err is not None:
                 return err
         new_ips = {p[0] for p in peers} - al.perms.keys()
@@ -419,7 +480,7 @@ class TurnServer:
         peer = c.parse_xor_address(raw_peer, msg.txid)
         if peer is None or not 0x4000 <= number <= self.config.channel_max:
             return self._error(msg, 400, key)
-        err = self._check_peer(msg, peer, key, port_known=True)
+        err = self._check_peer(msg, al, peer, key, port_known=True)
         if err is not None:
             return err
         bound = al.channels.get(number)
@@ -439,15 +500,18 @@ class TurnServer:
         return self._remember(al, msg, self._success(msg, [], key))
 
     def _send_indication(self, msg: Message, al: Allocation | None) -> None:
-        if al is None or al.relay is None:
+        if al is None:
             return
         raw_peer = msg.attrs.get(c.XOR_PEER_ADDRESS)
         data = msg.attrs.get(c.DATA_ATTR)
         if raw_peer is None or data is None:
             return
         peer = c.parse_xor_address(raw_peer, msg.txid)
-        if peer is not None and al.send_out(peer, data):
-            al.relay.sendto(data, peer)
+        if peer is None:
+            return
+        relay = al.relay_for(peer)
+        if relay is not None and al.send_out(peer, data):
+            relay.sendto(data, peer)
 
     _handlers: dict[int, Callable[..., bytes | None]] = {
         c.ALLOCATE: _allocate,

@@ -1,10 +1,12 @@
-"""The event-loop edge of the TURN server: the UDP listener, TCP connections, relay sockets.
+"""The event-loop edge of the TURN server: UDP listeners, TCP connections, relay sockets.
 
 These are thin: STUN messages go to :class:`~metadata_relay.turn.server.TurnServer`, relayed
 data to the allocation's decisions (:meth:`Allocation.channel_out` for ChannelData from the
 client, :meth:`Allocation.channel_in` for a peer's datagram); nothing is decided here. The
-other engine, the C forwarder (:mod:`metadata_relay.turn.native`), takes over the UDP listener
-and UDP clients' relay sockets where it is built; TCP clients' relay sockets stay here.
+other engine, the C forwarder (:mod:`metadata_relay.turn.native`), takes over the listeners,
+TCP connections and relay sockets where it is built. Both bind their sockets here: one UDP
+and one TCP listener per address family, relay sockets in the allocation's families (IPv6
+sockets IPv6-only, so each family's ports are its own).
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from metadata_relay.observability import get_logger
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import Allocation
 from metadata_relay.turn.codec import Address
+from metadata_relay.turn.peers import Network
 from metadata_relay.turn.ports import PortPool
+from metadata_relay.turn.proxy import ProxyHeaderError, StreamStart, from_trusted
 from metadata_relay.turn.server import TurnServer
 
 if TYPE_CHECKING:
-    from metadata_relay.turn.native import NativeUdp
+    from metadata_relay.turn.native import NativeEngine
+
+log = get_logger("metadata_relay.turn")
 
 SOCKET_BUFFER = 1 << 20
 LISTENER_BUFFER = 8 << 20
@@ -30,15 +37,23 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 TCP_MAX_BUFFER = 1 << 17
 TCP_WRITE_LIMIT = 1 << 18
+TCP_BACKLOG = 512
+
+
+def family_of(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 def udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
     """A non-blocking bound UDP socket with large kernel buffers: beyond net.core.rmem_max
     when the process may (CAP_NET_ADMIN), else up to it. Small buffers overflow under bursts
-    (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated."""
+    (T2: /proc/net/snmp RcvbufErrors) long before the CPU is saturated. IPv6 sockets are
+    IPv6-only."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         for force, opt in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
                            (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
@@ -51,6 +66,29 @@ def udp_socket(family: int, ip: str, port: int, buffer: int = SOCKET_BUFFER) -> 
         sock.close()
         raise
     return sock
+
+
+def tcp_listener(ip: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``ip`` (IPv6 ones IPv6-only)."""
+    family = family_of(ip)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((ip, port))
+        sock.listen(TCP_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def refused_header(peer: Address, exc: ProxyHeaderError) -> None:
+    """Log a PROXY header a trusted peer sent and this server refused (the connection is
+    closed): a misconfigured proxy (version 1, a UDP route) shows here."""
+    log.warning("turn_proxy_header_refused", peer=f"{peer[0]}:{peer[1]}", reason=str(exc))
 
 
 def sendto_quietly(sock: socket.socket, data: bytes, addr: Address) -> None:
@@ -79,7 +117,9 @@ class UdpListener(asyncio.DatagramProtocol):
                 al = self.allocs.get(addr)
                 out = al.channel_out(data) if al is not None else None
                 if out is not None:
-                    al.relay.sendto(*out)  # type: ignore[union-attr]
+                    relay = al.relay_for(out[1])  # type: ignore[union-attr]
+                    if relay is not None:
+                        relay.sendto(*out)
                 return
         except IndexError:
             return
@@ -92,15 +132,19 @@ class UdpListener(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TURN-over-TCP control connection: STUN and padded ChannelData frames."""
+    """One TURN-over-TCP control connection: STUN and padded ChannelData frames, after a PROXY
+    header when the peer is a trusted proxy (:class:`~metadata_relay.turn.proxy.StreamStart`)."""
 
-    def __init__(self, server: TurnServer, connections: set[TcpConnection],
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, server: TurnServer, connections: set[Any],
+                 clock: Callable[[], float], trusted: tuple[Network, ...] = ()) -> None:
         self.server = server
         self.connections = connections
         self.clock = clock
+        self.trusted = trusted
         self.transport: Any = None
         self.addr: Address = ("0.0.0.0", 0)
+        """The client's address: the peer's, or the one a trusted proxy's header names."""
+        self.start: StreamStart | None = None
         self.buf = bytearray()
         self.idle_since = clock()
         """Since when it has held no allocation (kept current by the component's tick)."""
@@ -109,13 +153,30 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.addr = (peer[0], peer[1])
+        self.start = StreamStart(self.addr, from_trusted(peer[0], self.trusted))
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.server.close_client(self)
 
+    def close(self) -> None:
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        start = self.start
+        if start is not None:
+            try:
+                rest = start.feed(data)
+            except ProxyHeaderError as exc:
+                refused_header(self.addr, exc)
+                self.transport.close()
+                return
+            if rest is None:
+                return
+            self.addr = start.client
+            self.start = None
+            data = rest
         buf = self.buf
         buf += data
         pos = 0
@@ -138,12 +199,6 @@ class TcpConnection(asyncio.Protocol):
             buf.clear()
 
     def _frame(self, frame: bytes) -> None:
-        if frame[0] & 0xC0 == 0x40:
-            al = self.server.allocations.get(self)
-            out = al.channel_out(frame) if al is not None else None
-            if out is not None:
-                al.relay.sendto(*out)  # type: ignore[union-attr]
-            return
         response = self.server.handle(frame, self, self.addr, True, self.clock())
         if response is not None and not self.transport.is_closing():
             self.transport.write(response)
@@ -231,33 +286,39 @@ class UdpRelay:
 
 
 class RelayOpener:
-    """Binds a free port of the relay range for a new allocation (``None``: range exhausted).
+    """Binds a free port of the relay range in the asked address family for a new allocation
+    (``None``: that family's range is exhausted; each family has its own).
 
-    With the C forwarder (``native``) the relay sockets of UDP clients join its epoll set;
-    otherwise (and for TCP clients) each relay socket is an event-loop datagram endpoint."""
+    With the C forwarder (``native``) the relay sockets join its epoll set; otherwise each
+    relay socket is an event-loop datagram endpoint."""
 
-    def __init__(self, bind_ip: str, pool: PortPool) -> None:
-        self.bind_ip = bind_ip
-        self.family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
-        self.pool = pool
-        self.listener: Any = None
-        """The UDP listener's transport (how UDP clients' relay sockets reach them)."""
-        self.native: NativeUdp | None = None
+    def __init__(self, binds: dict[int, str], pools: dict[int, PortPool]) -> None:
+        self.binds = binds
+        """Address family (4, 6) -> the address relay sockets of that family bind."""
+        self.pools = pools
+        self.listeners: dict[int, Any] = {}
+        """Address family -> the UDP listener's transport (how UDP clients' relay sockets
+        reach a client of that family, event-loop edge)."""
+        self.native: NativeEngine | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, al: Allocation, even: bool = False) -> Any:
-        for port in self.pool.candidates(even=even) or ():
+    def __call__(self, al: Allocation, family: int, even: bool = False) -> Any:
+        pool, bind = self.pools.get(family), self.binds.get(family)
+        if pool is None or bind is None:
+            return None
+        for port in pool.candidates(even=even) or ():
             try:
-                sock = udp_socket(self.family, self.bind_ip, port)
+                sock = udp_socket(family_of(bind), bind, port)
             except OSError:
                 continue
-            self.pool.take(port)
-            if not al.tcp and self.native is not None:
+            pool.take(port)
+            if self.native is not None:
                 try:
-                    return self.native.relay(sock, port, self.pool, al)
+                    return self.native.relay(sock, port, pool, al)
                 except (ValueError, MemoryError):  # the C forwarder refused it: no relay
                     sock.close()
-                    self.pool.release(port)
+                    pool.release(port)
                     return None
-            return UdpRelay(sock, port, self.pool, PeerProtocol(al, self.listener), self.tasks)
+            listener = self.listeners.get(c.ip_family(al.client_addr[0]))
+            return UdpRelay(sock, port, pool, PeerProtocol(al, listener), self.tasks)
         return None

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -87,17 +88,18 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def free_udp_pair() -> int:
-    """A UDP port P with P+1 also free (turnutils_peer binds both)."""
+def free_udp_pair(host: str = "127.0.0.1") -> int:
+    """A UDP port P with P+1 also free on ``host`` (turnutils_peer binds both)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
+        with socket.socket(family, socket.SOCK_DGRAM) as a:
+            a.bind((host, 0))
             port = a.getsockname()[1]
             if port >= 65535:
                 continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            with socket.socket(family, socket.SOCK_DGRAM) as b:
                 try:
-                    b.bind(("127.0.0.1", port + 1))
+                    b.bind((host, port + 1))
                 except OSError:
                     continue
         return int(port)
@@ -105,16 +107,17 @@ def free_udp_pair() -> int:
 
 
 @contextlib.contextmanager
-def turnutils_peer() -> Iterator[int]:
+def turnutils_peer(host: str = "127.0.0.1") -> Iterator[int]:
     exe = require_tool("turnutils_peer")
-    port = free_udp_pair()
-    proc = subprocess.Popen([exe, "-L", "127.0.0.1", "-p", str(port)],
+    port = free_udp_pair(host)
+    proc = subprocess.Popen([exe, "-L", host, "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # wait until it echoes
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:  # wait until it echoes
             s.settimeout(0.2)
             for _ in range(50):
-                s.sendto(b"probe", ("127.0.0.1", port))
+                s.sendto(b"probe", (host, port))
                 try:
                     if s.recvfrom(100)[0] == b"probe":
                         break
@@ -127,12 +130,13 @@ def turnutils_peer() -> Iterator[int]:
 
 
 def uclient(turn: int, peer: int, *flags: str, n: int = 100, m: int = 2, z: int = 5,
-            length: int = 172) -> dict[str, Any]:
+            length: int = 172, peer_host: str = "127.0.0.1", server: str = "127.0.0.1"
+            ) -> dict[str, Any]:
     exe = require_tool("turnutils_uclient")
     user = f"u{random.randrange(10**9)}"
-    cmd = [exe, "-c", *flags, "-W", SECRET, "-u", user, "-e", "127.0.0.1", "-r", str(peer),
+    cmd = [exe, "-c", *flags, "-W", SECRET, "-u", user, "-e", peer_host, "-r", str(peer),
            "-n", str(n), "-l", str(length), "-m", str(m), "-z", str(z), "-p", str(turn),
-           "127.0.0.1"]
+           server]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
     lost = re.search(r"Total lost packets (\d+) \(([\d.]+)%\)", text)
@@ -157,13 +161,17 @@ class StunClient:
 
     def __init__(self, port: int, tcp: bool = False, user: str = "probe",
                  secret: str = SECRET, ttl: int = 3600, now: float | None = None,
-                 source: str = "127.0.0.1") -> None:
-        self.tcp = tcp
-        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-        self.sock = socket.socket(socket.AF_INET, kind)
+                 source: str | None = None, host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.tcp = tcp or tls is not None
+        kind = socket.SOCK_STREAM if self.tcp else socket.SOCK_DGRAM
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, kind)
         self.sock.settimeout(3)
-        self.sock.bind((source, 0))
-        self.sock.connect(("127.0.0.1", port))
+        self.sock.bind((source or ("::1" if ":" in host else "127.0.0.1"), 0))
+        self.sock.connect((host, port))
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="turn.test")
         self.username, password = rest_credential(secret, user, ttl,
                                                   time.time() if now is None else now)
         self.key = long_term_key(self.username, REALM, password)

@@ -17,8 +17,8 @@ from bench import __main__ as dispatcher
 
 REPO = Path(__file__).resolve().parents[3]
 BENCH = REPO / "bench"
-# the benchmarks of the contract that exist today (P5 and T4 come with their features)
-EXPECTED = ["p1", "p2", "p3", "p4", "p5", "w1", "w2", "w3", "t1", "t2", "t3"]
+# the benchmarks of the contract
+EXPECTED = ["p1", "p2", "p3", "p4", "p5", "w1", "w2", "w3", "t1", "t2", "t3", "t4"]
 NO_PRIVATE_NAMES_OF = ("uvicorn", "websockets", "prometheus_client")
 
 

@@ -27,9 +27,10 @@ PUBLIC_PEER: Address = ("8.8.8.8", 3480)  # never contacted: the relay below onl
 
 
 class RecordingRelay:
-    def __init__(self, port: int, pool: PortPool) -> None:
+    def __init__(self, port: int, pool: PortPool, family: int = 4) -> None:
         self.port = port
         self.pool = pool
+        self.family = family
         self.sent: list[tuple[bytes, Address]] = []
         self.closed = False
 
@@ -43,18 +44,20 @@ class RecordingRelay:
 
 class Harness:
     def __init__(self, ports: tuple[int, int] = (50000, 50003), allowed: Sequence[str] = (),
-                 relay_ip: str = RELAY_IP, **config: Any) -> None:
+                 relay_ip: str = RELAY_IP, relay_ipv6: str | None = None,
+                 **config: Any) -> None:
         self.pool = PortPool(*ports)
         self.relays: list[RecordingRelay] = []
-        cfg = TurnConfig(realm=REALM, secrets=("s1", "s2"), relay_ip=relay_ip, **config)
+        relay_ips = (relay_ip, *([relay_ipv6] if relay_ipv6 else []))
+        cfg = TurnConfig(realm=REALM, secrets=("s1", "s2"), relay_ips=relay_ips, **config)
         policy = PeerPolicy(DENIED, [ipaddress.ip_network(a) for a in allowed],
-                            own_ips=[relay_ip], relay_ports=ports)
+                            own_ips=relay_ips, relay_ports=ports)
         self.server = TurnServer(cfg, policy, self.open, NonceFactory(600, key=b"n" * 32))
 
-    def open(self, al: Allocation, even: bool) -> RecordingRelay | None:
+    def open(self, al: Allocation, family: int, even: bool) -> RecordingRelay | None:
         for port in self.pool.candidates(even=even):
             self.pool.take(port)
-            relay = RecordingRelay(port, self.pool)
+            relay = RecordingRelay(port, self.pool, family)
             self.relays.append(relay)
             return relay
         return None
@@ -100,6 +103,7 @@ class Client:
         return msg
 
     def allocate(self, *extra: tuple[int, bytes], now: float = T0, **kw: Any) -> Message:
+        """Allocate with REQUESTED-TRANSPORT UDP and ``extra`` attributes."""
         return self.request(c.ALLOCATE, [(c.REQUESTED_TRANSPORT, b"\x11\0\0\0"), *extra],
                             now, **kw)
 
@@ -136,6 +140,14 @@ def code(msg: Message) -> int:
     if msg.cls == c.SUCCESS:
         return 200
     return c.parse_error(msg.attrs[c.ERROR_CODE])[0]
+
+
+def relayed(resp: Message) -> list[Address]:
+    """Every XOR-RELAYED-ADDRESS of an Allocate answer (a dual allocation has two)."""
+    out = [c.parse_xor_address(value, resp.txid)
+           for value in c.every(resp, c.XOR_RELAYED_ADDRESS)]
+    assert None not in out
+    return out  # type: ignore[return-value]
 
 
 def signed(msg: Message, key: bytes) -> bool:

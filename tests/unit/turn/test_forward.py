@@ -49,16 +49,25 @@ class Rig:
         self.ep.register(self.listener.fileno(), select.EPOLLIN)
         self.ep.register(self.relay.fileno(), select.EPOLLIN)
         assert native.Forwarder is not None
-        self.fw = native.Forwarder(self.listener.fileno())
-        self.handle = self.fw.open(self.relay.fileno(), sa(self.family, self.client.getsockname()))
+        self.fw = native.Forwarder(self.ep.fileno())
+        self.fw.listen(self.listener.fileno())
+        self.handle = self.fw.open(self.relay.fileno(), self.listener.fileno(),
+                                   sa(self.family, self.client.getsockname()))
 
-    def bind(self, channel: int = 0x4000, peer: socket.socket | None = None) -> None:
+    def bind(self, channel: int = 0x4000, peer: socket.socket | None = None,
+             perms: list[tuple[bytes, int, int]] | None = None) -> None:
         p = peer or self.peer
-        self.fw.set_routes(self.handle, [(channel, sa(self.family, p.getsockname()))])
+        self.fw.set_routes(self.handle, [(channel, sa(self.family, p.getsockname()))],
+                           perms or [])
+
+    def permit(self, *peers: socket.socket, lo: int = 0, hi: int = 65535) -> None:
+        """Permissions (no channel) for the peers' IPs."""
+        self.fw.set_routes(self.handle, [], [
+            (socket.inet_pton(self.family, p.getsockname()[0]), lo, hi) for p in peers])
 
     def poll(self) -> list[Any]:
         self.ep.poll(1)  # what is sent on loopback is queued by now; this just waits for it
-        return self.fw.poll(self.ep.fileno()) or []
+        return self.fw.poll() or []
 
     def close(self) -> None:
         self.ep.close()
@@ -125,7 +134,7 @@ def test_replaced_and_cleared_routes_stop_forwarding_at_once(rig: Rig) -> None:
     back = rig.poll()
     assert queued_datagrams(second) == [b"to second"] and queued_datagrams(rig.peer) == []
     assert [d for _f, _h, d, _k, _r in back] == [b"from old peer"]  # Python decides
-    rig.fw.set_routes(rig.handle, [])
+    rig.fw.set_routes(rig.handle, [], [])
     assert rig.fw.routes == 0
     rig.client.send(c.channel_data(0x4000, b"stale"))
     assert [d for _f, _h, d, _k, _r in rig.poll()] == [c.channel_data(0x4000, b"stale")]
@@ -159,13 +168,13 @@ def test_a_reopened_slot_and_fd_get_a_new_handle(rig: Rig) -> None:
     [(fd, first, data, _k, _r)] = rig.poll()
     assert (fd, first, data) == (rig.relay.fileno(), rig.handle, b"read for the first")
     rig.fw.close(rig.handle)
-    second = rig.fw.open(rig.relay.fileno(), client)  # the same fd, the same slot
+    second = rig.fw.open(rig.relay.fileno(), rig.listener.fileno(), client)  # same fd, slot
     assert second != first and rig.fw.slots == 1
     for call in (rig.fw.pull, rig.fw.close):
         with pytest.raises(KeyError):
             call(first)
     with pytest.raises(KeyError):
-        rig.fw.set_routes(first, [])
+        rig.fw.set_routes(first, [], [])
     rig.peer.sendto(b"read for the second", rig.relay.getsockname())
     assert [h for _f, h, _d, _k, _r in rig.poll()] == [second]
     rig.fw.close(second)
@@ -232,23 +241,36 @@ def test_bad_arguments_are_refused_and_keep_the_old_routes(rig: Rig) -> None:
     for bad in ([(0x3FFF, peer)], [(0x8000, peer)], [(0x4000, b"short")],
                 [(0x4000, b"\xff\xff" + bytes(14))], [("x", peer)], [(0x4000,)], None):
         with pytest.raises((ValueError, TypeError)):
-            fw.set_routes(rig.handle, bad)  # type: ignore[arg-type]
+            fw.set_routes(rig.handle, bad, [])  # type: ignore[arg-type]
+    for perms in ([(bytes(16), 0, 1)], [(bytes(4), 5, 4)], [(bytes(4), -1, 4)],
+                  [(bytes(4), 0, 65536)], [(b"ip", 0, 1)], [(bytes(4),)], None):
+        with pytest.raises((ValueError, TypeError)):
+            fw.set_routes(rig.handle, [(0x4001, peer)], perms)  # type: ignore[arg-type]
     assert fw.routes == 1
+    lfd, client = rig.listener.fileno(), sa(rig.family, rig.client.getsockname())
+    other = udp("127.0.0.1")
     with pytest.raises(ValueError):
-        fw.open(rig.relay.fileno(), sa(rig.family, rig.client.getsockname()))  # already open
+        fw.open(rig.relay.fileno(), lfd, client)  # already open
     with pytest.raises(ValueError):
-        fw.open(rig.listener.fileno(), sa(rig.family, rig.client.getsockname()))
+        fw.open(other.fileno(), lfd, client)  # this client already has an allocation
     with pytest.raises(ValueError):
-        fw.open(-1, sa(rig.family, rig.client.getsockname()))
+        fw.open(rig.listener.fileno(), lfd, client)
     with pytest.raises(ValueError):
-        fw.open(999, b"\x02\x00" + bytes(2))
+        fw.open(-1, lfd, client)
+    with pytest.raises(ValueError):
+        fw.open(other.fileno(), rig.relay.fileno(), client)  # not a listener
+    with pytest.raises(ValueError):
+        fw.open(999, lfd, b"\x02\x00" + bytes(2))
+    with pytest.raises(ValueError):  # a partner of the same family
+        fw.open(other.fileno(), lfd, client, rig.handle)
+    with pytest.raises(KeyError):
+        fw.open(other.fileno(), lfd, client, rig.handle + 1)
+    other.close()
     for handle in (-1, 0, 1, rig.handle + 1, rig.handle + (1 << 24), 10**30):
         with pytest.raises(KeyError):
             fw.set_tokens(handle, 1.0, 1.0)
     with pytest.raises(TypeError):
         fw.set_tokens(rig.handle, "1", 1.0)
-    with pytest.raises(OSError):
-        fw.poll(10**6)  # not an fd
     rig.client.send(c.channel_data(0x4000, b"still routed"))
     rig.poll()
     assert queued_datagrams(rig.peer) == [b"still routed"]

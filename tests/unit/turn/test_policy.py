@@ -28,7 +28,7 @@ DEFAULT_DENIED = load_settings({}).TURN_DENIED_PEERS
 
 # reference/turn.md 4.2 #29, the firefart range-scan list, and one address (or more) in every
 # range of the default deny list: each is refused by the policy, the state machine and the
-# running server (test_29_*, tests/integration/test_turn_security.py)
+# running server (test_29_*, tests/integration/turn/test_security.py)
 DENIED_ADDRESSES = [
     "127.0.0.1", "127.0.0.8", "127.255.255.254", "0.0.0.0", "0.1.2.3", "::", "::1",
     "10.0.0.1", "10.255.255.254", "172.16.0.1", "172.31.255.254", "192.168.0.1",

@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metadata_relay.turn import codec as c
-from tests.unit.turn.harness import PUBLIC_PEER, RELAY_IP, T0, Client, Harness, code, signed
+from metadata_relay.turn.codec import Address, Message
+from tests.unit.turn.harness import (
+    PUBLIC_PEER,
+    RELAY_IP,
+    T0,
+    Client,
+    Harness,
+    code,
+    relayed,
+    signed,
+)
 from tests.unit.turn.test_policy import DENIED_ADDRESSES
 
 
@@ -205,6 +215,147 @@ def test_20_exhausted_relay_range_gets_508_until_a_port_is_freed() -> None:
 def test_21_ipv6_relay_family_gets_440(alice: Client) -> None:
     assert code(alice.allocate((c.REQUESTED_ADDRESS_FAMILY, b"\x02\0\0\0"))) == 440
     assert code(alice.allocate((c.REQUESTED_ADDRESS_FAMILY, b"\x01\0\0\0"))) == 200
+
+
+# ---- address families (RFC 6156, RFC 8656 section 7.2) ------------------------------------
+
+RELAY_IPV6 = "2001:db8:7::7"
+PUBLIC_PEER6: Address = ("2606:4700::1111", 3480)  # never contacted
+V4, V6 = c.family_value(4), c.family_value(6)
+
+
+
+
+def address_error(resp: Message) -> tuple[int, int] | None:
+    """(family value, code) of ADDRESS-ERROR-CODE, if any."""
+    value = resp.attrs.get(c.ADDRESS_ERROR_CODE)
+    return None if value is None else (value[0], value[2] * 100 + value[3])
+
+
+@pytest.fixture
+def h6() -> Harness:
+    """A node offering IPv4 and IPv6 relays."""
+    return Harness(ports=(50000, 50009), relay_ipv6=RELAY_IPV6)
+
+
+def test_21_requested_family_allocates_that_family(h6: Harness) -> None:
+    four = h6.client(addr=("192.0.2.1", 1))
+    assert [a[0] for a in relayed(four.allocate())] == [RELAY_IP]  # no attribute: IPv4
+    six = h6.client(addr=("192.0.2.1", 2))
+    resp = six.allocate((c.REQUESTED_ADDRESS_FAMILY, V6))
+    assert code(resp) == 200 and [a[0] for a in relayed(resp)] == [RELAY_IPV6]
+    assert address_error(resp) is None
+    assert h6.relays[-1].family == 6
+    al = six.allocation()
+    assert code(six.permission(PUBLIC_PEER6)) == 200
+    assert code(six.permission(PUBLIC_PEER)) == 443  # an IPv4 peer: no relay of its family
+    six.send_indication(PUBLIC_PEER6, b"six")
+    assert h6.relays[-1].sent == [(b"six", PUBLIC_PEER6)]
+    msg = c.parse(al.channel_in(b"back", PUBLIC_PEER6) or b"")
+    assert msg is not None and c.parse_xor_address(msg.attrs[c.XOR_PEER_ADDRESS], msg.txid) \
+        == PUBLIC_PEER6
+    assert code(six.bind(0x4000, PUBLIC_PEER6)) == 200
+    assert al.channel_in(b"ch", PUBLIC_PEER6) == b"\x40\x00\x00\x02ch"
+
+
+@pytest.mark.parametrize("value", [b"\x03\0\0\0", b"\x00\0\0\0", b"\x02\0\0", b""])
+def test_21_unknown_or_malformed_family_gets_440(h6: Harness, value: bytes) -> None:
+    cl = h6.client()
+    assert code(cl.allocate((c.REQUESTED_ADDRESS_FAMILY, value))) == 440
+    assert h6.relays == []
+
+
+@pytest.mark.parametrize("ip", [a for a in DENIED_ADDRESSES if ":" in a])
+def test_29_denied_ipv6_peers_get_403_on_an_ipv6_relay(h6: Harness, ip: str) -> None:
+    cl = h6.client()
+    assert code(cl.allocate((c.REQUESTED_ADDRESS_FAMILY, V6))) == 200
+    assert code(cl.permission((ip, 3478))) == 403
+    assert code(cl.bind(0x4001, (ip, 3478))) == 403
+    cl.send_indication((ip, 3478), b"never")
+    assert cl.allocation().perms == {} and h6.relays[0].sent == []
+
+
+def test_21_ipv6_only_node() -> None:
+    h = Harness(relay_ip=RELAY_IPV6)
+    cl = h.client()
+    assert code(cl.allocate((c.REQUESTED_ADDRESS_FAMILY, V4))) == 440
+    assert code(cl.allocate((c.ADDITIONAL_ADDRESS_FAMILY, V6))) == 440  # no IPv4 to pair
+    resp = cl.allocate()  # no attribute: the only family there is (see _families)
+    assert code(resp) == 200 and [a[0] for a in relayed(resp)] == [RELAY_IPV6]
+
+
+def test_dual_allocation_relays_both_families(h6: Harness) -> None:
+    cl = h6.client()
+    resp = cl.allocate((c.ADDITIONAL_ADDRESS_FAMILY, V6))
+    assert code(resp) == 200 and signed(resp, cl.key)
+    assert [a[0] for a in relayed(resp)] == [RELAY_IP, RELAY_IPV6]
+    assert address_error(resp) is None
+    assert [r.family for r in h6.relays] == [4, 6]
+    assert code(cl.permission(PUBLIC_PEER, PUBLIC_PEER6)) == 200
+    cl.send_indication(PUBLIC_PEER, b"four")
+    cl.send_indication(PUBLIC_PEER6, b"six")
+    assert h6.relays[0].sent == [(b"four", PUBLIC_PEER)]
+    assert h6.relays[1].sent == [(b"six", PUBLIC_PEER6)]
+    assert code(cl.bind(0x4000, PUBLIC_PEER)) == 200 and code(cl.bind(0x4001, PUBLIC_PEER6)) == 200
+    al = cl.allocation()
+    assert al.channel_out(c.channel_data(0x4001, b"x")) == (b"x", PUBLIC_PEER6)
+    assert al.relay_for(PUBLIC_PEER6) is h6.relays[1]
+    assert h6.server.user_counts == {"alice": 1}  # one allocation, two relays
+    # Refresh naming one family: 0 deletes that relay only (RFC 8656 7.3), the other stays
+    assert code(cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(0)),
+                                       (c.REQUESTED_ADDRESS_FAMILY, V6)])) == 200
+    assert h6.relays[1].closed and not h6.relays[0].closed
+    assert set(al.perms) == {PUBLIC_PEER[0]} and al.out_routes == {0x4000: PUBLIC_PEER}
+    assert code(cl.request(c.REFRESH, [(c.REQUESTED_ADDRESS_FAMILY, V6)])) == 443
+    assert code(cl.permission(PUBLIC_PEER6)) == 443
+    assert code(cl.request(c.REFRESH, [(c.LIFETIME, c.uint32(0)),
+                                       (c.REQUESTED_ADDRESS_FAMILY, V4)])) == 200
+    assert h6.relays[0].closed and h6.server.allocations == {} and len(h6.pool) == 10
+
+
+def test_dual_allocation_under_the_draft_number_coturn_4_6_sends(h6: Harness) -> None:
+    resp = h6.client().allocate((c.ADDITIONAL_ADDRESS_FAMILY_DRAFT, V6))
+    assert code(resp) == 200 and [a[0] for a in relayed(resp)] == [RELAY_IP, RELAY_IPV6]
+    resp = Harness().client().allocate((c.ADDITIONAL_ADDRESS_FAMILY_DRAFT, V6))
+    assert code(resp) == 200 and c.ADDRESS_ERROR_CODE not in resp.attrs
+    value = resp.attrs[c.ADDRESS_ERROR_CODE_DRAFT]  # answered in the words it was asked
+    assert (value[0], value[2] * 100 + value[3]) == (0x02, 440)
+
+
+def test_dual_allocation_without_ipv6_says_why_in_address_error_code(h: Harness) -> None:
+    cl = h.client()
+    resp = cl.allocate((c.ADDITIONAL_ADDRESS_FAMILY, V6))
+    assert code(resp) == 200 and [a[0] for a in relayed(resp)] == [RELAY_IP]
+    assert address_error(resp) == (0x02, 440)
+    full = Harness(ports=(50000, 50000), relay_ipv6=RELAY_IPV6)  # one port: IPv4 takes it
+    resp = full.client().allocate((c.ADDITIONAL_ADDRESS_FAMILY, V6))
+    assert code(resp) == 200 and address_error(resp) == (0x02, 508)
+
+
+@pytest.mark.parametrize(("attrs", "expected"), [
+    ([(c.ADDITIONAL_ADDRESS_FAMILY, V6), (c.REQUESTED_ADDRESS_FAMILY, V6)], 400),
+    ([(c.ADDITIONAL_ADDRESS_FAMILY, V4)], 400),  # IPv4 is never the additional family
+    ([(c.ADDITIONAL_ADDRESS_FAMILY, b"\x07\0\0\0")], 400),
+])
+def test_dual_allocation_bad_combinations_get_400(h6: Harness,
+                                                  attrs: list[tuple[int, bytes]],
+                                                  expected: int) -> None:
+    assert code(h6.client().allocate(*attrs)) == expected
+    assert h6.relays == []
+
+
+def test_dual_allocation_with_even_port_gets_even_ports_in_both_families(h6: Harness) -> None:
+    """Without its R bit (no reservation, which is refused anyway) EVEN-PORT goes with a dual
+    allocation, as coturn's turnutils_uclient -Z sends it half the time."""
+    resp = h6.client().allocate((c.ADDITIONAL_ADDRESS_FAMILY, V6), (c.EVEN_PORT, b"\x00"))
+    assert code(resp) == 200 and [p % 2 for _ip, p in relayed(resp)] == [0, 0]
+
+
+def test_refresh_naming_another_family_gets_443(h: Harness) -> None:
+    cl = allocated(h)
+    assert code(cl.request(c.REFRESH, [(c.REQUESTED_ADDRESS_FAMILY, V6)])) == 443
+    assert code(cl.request(c.REFRESH, [(c.REQUESTED_ADDRESS_FAMILY, b"\x09\0\0\0")])) == 443
+    assert code(cl.request(c.REFRESH, [(c.REQUESTED_ADDRESS_FAMILY, V4)])) == 200
 
 
 def test_22_dont_fragment_gets_420_even_port_supported_without_reservation(h: Harness) -> None:

@@ -22,7 +22,7 @@ from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import MAX_UDP
 from metadata_relay.turn.component import TurnComponent
-from metadata_relay.turn.native import NativeUdp
+from metadata_relay.turn.native import NativeEngine
 from tests.interop.turn.support import (
     FORWARDING,
     SECRET,
@@ -101,7 +101,7 @@ async def test_burst_queued_at_once_is_relayed_in_order_per_flow(native_fw: bool
     await comp.start()
     flows = []
     try:
-        assert isinstance(comp.udp, NativeUdp) is native_fw
+        assert isinstance(comp.engine, NativeEngine) is native_fw
         for k in range(3):
             cl, peer = Client(s.TURN_PORT, user=f"burst{k}"), sink()
             relay = await asyncio.to_thread(cl.allocate)

@@ -1,6 +1,8 @@
-"""The C forwarder inside the real TURN component: its routes follow the state machine, so a
-stale route never forwards (permission/channel expiry, Refresh to 0, allocation expiry,
-rebinding a channel number to another peer), and TURN_MAX_RATE drops on the fast path.
+"""The C forwarder inside the real TURN component, for UDP and TCP clients, ChannelData and
+Send/Data indications: its routes and permissions follow the state machine, so a stale one
+never forwards (permission/channel expiry, Refresh to 0, allocation expiry, rebinding a
+channel number to another peer, TCP close), TURN_MAX_RATE drops on the fast path, and what C
+relayed is settled into the metrics.
 
 Checks are deterministic without sleeping: what a test sends on loopback is queued in the
 kernel at once, :func:`pump` runs one wake-up of the edge synchronously (everything queued is
@@ -20,7 +22,7 @@ import pytest
 from metadata_relay.config import load_settings
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.component import TurnComponent
-from metadata_relay.turn.native import NativeUdp
+from metadata_relay.turn.native import NativeEngine
 from tests.interop.turn.support import SECRET, StunClient, code, relay_range
 from tests.tools import free_tcp_udp_port, queued_datagrams, require_native
 
@@ -38,7 +40,7 @@ async def start(max_rate: int = 0) -> TurnComponent:
     require_native()
     comp = TurnComponent(settings(max_rate), (SECRET,))
     await comp.start()
-    assert isinstance(comp.udp, NativeUdp)  # the default
+    assert isinstance(comp.engine, NativeEngine)  # the default
     return comp
 
 
@@ -52,9 +54,9 @@ async def comp() -> AsyncIterator[TurnComponent]:
 def pump(comp: TurnComponent) -> None:
     """Wake-ups of the UDP edge, now (the event loop is not running while we are), until
     what was queued is processed (a wake-up reads up to 64 datagrams per relay socket)."""
-    assert isinstance(comp.udp, NativeUdp)
+    assert isinstance(comp.engine, NativeEngine)
     for _ in range(4):
-        comp.udp.wake()
+        comp.engine.wake()
 
 
 def peer() -> socket.socket:
@@ -66,21 +68,47 @@ def peer() -> socket.socket:
 
 
 def client_frames(cl: StunClient) -> list[bytes]:
-    """What is queued for the client now."""
+    """What is queued for the client now: datagrams, or the whole frames of its stream."""
     cl.sock.setblocking(False)
     try:
-        return queued_datagrams(cl.sock)
+        if not cl.tcp:
+            return queued_datagrams(cl.sock)
+        while True:
+            try:
+                chunk = cl.sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            cl.buf += chunk
+        frames = []
+        while (n := c.stream_frame_length(cl.buf)) and n > 0 and len(cl.buf) >= n:
+            frames.append(cl.buf[:n])
+            cl.buf = cl.buf[n:]
+        return frames
     finally:
         cl.sock.settimeout(3)
+
+
+def payloads(cl: StunClient) -> list[bytes]:
+    """The payloads of the ChannelData and Data indications queued for the client."""
+    out = []
+    for frame in client_frames(cl):
+        if (parsed := c.parse_channel_data(frame)) is not None:
+            out.append(parsed[1])
+        elif (msg := c.parse(frame)) is not None and (msg.method, msg.cls) == (
+                c.DATA, c.INDICATION):
+            out.append(msg.attrs[c.DATA_ATTR])
+    return out
 
 
 def channel_payloads(cl: StunClient) -> list[bytes]:
     return [p[1] for f in client_frames(cl) if (p := c.parse_channel_data(f)) is not None]
 
 
-async def client(comp: TurnComponent, user: str, lifetime: int = 0
+async def client(comp: TurnComponent, user: str, lifetime: int = 0, tcp: bool = False
                  ) -> tuple[StunClient, tuple[str, int]]:
-    cl = StunClient(comp.settings.TURN_PORT, user=user)
+    cl = StunClient(comp.settings.TURN_PORT, user=user, tcp=tcp)
     relay = await asyncio.to_thread(cl.allocate)
     if lifetime:
         resp = await asyncio.to_thread(cl.request, c.REFRESH, [(c.LIFETIME, c.uint32(lifetime))])
@@ -93,49 +121,73 @@ async def bind(cl: StunClient, p: socket.socket, channel: int) -> None:
     assert code(resp) == 200
 
 
+async def permit(cl: StunClient, p: socket.socket) -> None:
+    resp = await asyncio.to_thread(cl.peer_request, c.CREATE_PERMISSION, p.getsockname())
+    assert code(resp) == 200
+
+
+def send_to(cl: StunClient, p: socket.socket, payload: bytes, channel: int | None) -> None:
+    """``payload`` for peer ``p``: ChannelData on ``channel``, or a Send indication."""
+    if channel is not None:
+        cl.send(c.channel_data(channel, payload, pad=cl.tcp))
+        return
+    txid = os.urandom(12)
+    cl.send(c.encode(c.SEND, c.INDICATION, txid, [
+        (c.XOR_PEER_ADDRESS, c.xor_address(*p.getsockname(), txid)),
+        (c.DATA_ATTR, payload)], fingerprint=True))
+
+
 def fw_routes(comp: TurnComponent) -> int:
-    assert isinstance(comp.udp, NativeUdp)
-    return comp.udp.fw.routes
+    assert isinstance(comp.engine, NativeEngine)
+    return comp.engine.fw.routes
 
 
-async def test_expired_permission_and_channel_stop_forwarding_both_ways(
-        comp: TurnComponent) -> None:
-    cl, relay = await client(comp, "expiry", lifetime=3600)
+CLIENTS = pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+PATHS = pytest.mark.parametrize("channel", [0x4000, None], ids=["channel", "indications"])
+
+
+@CLIENTS
+@PATHS
+async def test_expired_permission_stops_forwarding_both_ways(
+        comp: TurnComponent, tcp: bool, channel: int | None) -> None:
+    cl, relay = await client(comp, "expiry", lifetime=3600, tcp=tcp)
     a = peer()
     try:
-        await bind(cl, a, 0x4000)
-        assert fw_routes(comp) == 1
-        cl.send(c.channel_data(0x4000, b"live"))
+        await (bind(cl, a, channel) if channel else permit(cl, a))
+        assert fw_routes(comp) == (1 if channel else 0)
+        send_to(cl, a, b"live", channel)
         a.sendto(b"live down", relay)
         pump(comp)
         assert queued_datagrams(a) == [b"live"]
-        assert channel_payloads(cl) == [b"live down"]
+        assert payloads(cl) == [b"live down"]
         comp.tick(time.time() + 301)  # the permission is past its 300 s
         assert fw_routes(comp) == 0
-        cl.send(c.channel_data(0x4000, b"stale up"))
+        send_to(cl, a, b"stale up", channel)
         a.sendto(b"stale down", relay)
         pump(comp)
         assert queued_datagrams(a) == []
-        assert channel_payloads(cl) == []
+        assert payloads(cl) == []
         assert comp.stats()["relayed_packets"] == {"client_to_peer": 1, "peer_to_client": 1}
     finally:
         cl.close()
         a.close()
 
 
+@CLIENTS
+@PATHS
 async def test_refresh_to_zero_removes_the_allocation_from_the_forwarder(
-        comp: TurnComponent) -> None:
-    cl, _relay = await client(comp, "zero")
+        comp: TurnComponent, tcp: bool, channel: int | None) -> None:
+    cl, _relay = await client(comp, "zero", tcp=tcp)
     a = peer()
     try:
-        await bind(cl, a, 0x4001)
-        cl.send(c.channel_data(0x4001, b"before"))
+        await (bind(cl, a, channel) if channel else permit(cl, a))
+        send_to(cl, a, b"before", channel)
         pump(comp)
         assert queued_datagrams(a) == [b"before"]
         resp = await asyncio.to_thread(cl.request, c.REFRESH, [(c.LIFETIME, c.uint32(0))])
         assert code(resp) == 200
-        assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
-        cl.send(c.channel_data(0x4001, b"after"))
+        assert comp.engine.fw.slots == 0 and fw_routes(comp) == 0
+        send_to(cl, a, b"after", channel)
         pump(comp)
         assert queued_datagrams(a) == []
         # counts made in C survive the allocation (settled before the totals are summed)
@@ -146,17 +198,18 @@ async def test_refresh_to_zero_removes_the_allocation_from_the_forwarder(
         a.close()
 
 
-async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> None:
-    cl, _relay = await client(comp, "lapse")
+@CLIENTS
+async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent, tcp: bool) -> None:
+    cl, _relay = await client(comp, "lapse", tcp=tcp)
     a = peer()
     try:
         await bind(cl, a, 0x4002)
-        cl.send(c.channel_data(0x4002, b"x" * 10))
+        send_to(cl, a, b"x" * 10, 0x4002)
         pump(comp)
         comp.tick(time.time() + 601)  # default lifetime 600 s
         assert comp.stats()["allocations"] == 0
-        assert comp.udp.fw.slots == 0 and fw_routes(comp) == 0  # type: ignore[union-attr]
-        cl.send(c.channel_data(0x4002, b"late"))
+        assert comp.engine.fw.slots == 0 and fw_routes(comp) == 0
+        send_to(cl, a, b"late", 0x4002)
         pump(comp)
         assert queued_datagrams(a) == [b"x" * 10]
         assert comp.stats()["relayed_bytes"]["client_to_peer"] == 10
@@ -165,16 +218,17 @@ async def test_expired_allocation_leaves_the_forwarder(comp: TurnComponent) -> N
         a.close()
 
 
+@CLIENTS
 async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
-        comp: TurnComponent) -> None:
-    cl, relay = await client(comp, "rebind", lifetime=3600)
+        comp: TurnComponent, tcp: bool) -> None:
+    cl, relay = await client(comp, "rebind", lifetime=3600, tcp=tcp)
     a, b = peer(), peer()
     try:
         await bind(cl, a, 0x4003)
         comp.tick(time.time() + 601)  # channel (600 s) and permission (300 s) expire
         await bind(cl, b, 0x4003)  # the same number, now to b
         assert fw_routes(comp) == 1
-        cl.send(c.channel_data(0x4003, b"for b"))
+        send_to(cl, b, b"for b", 0x4003)
         a.sendto(b"from a", relay)  # no permission any more: dropped
         b.sendto(b"from b", relay)
         pump(comp)
@@ -187,28 +241,47 @@ async def test_channel_rebound_to_another_peer_forwards_only_to_the_new_one(
         b.close()
 
 
-async def test_max_rate_drops_on_the_native_path() -> None:
+@CLIENTS
+@PATHS
+async def test_max_rate_drops_on_the_native_path(tcp: bool, channel: int | None) -> None:
     comp = await start(max_rate=100)  # burst = max(rate, 64 KiB): 65 datagrams of 1000 B
-    cl, relay = await client(comp, "rate")
+    cl, relay = await client(comp, "rate", tcp=tcp)
     a = peer()
     try:
         cl.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        await bind(cl, a, 0x4004)
+        await (bind(cl, a, channel) if channel else permit(cl, a))
         for _ in range(100):
-            cl.send(c.channel_data(0x4004, bytes(1000)))
+            send_to(cl, a, bytes(1000), channel)
             a.sendto(bytes(1000), relay)
         pump(comp)  # synchronous: no tick (no refill) in between
         assert len(queued_datagrams(a)) == 65
-        assert len(channel_payloads(cl)) == 65
+        assert len(payloads(cl)) == 65
         snap = comp.stats()
         assert snap["relayed_packets"] == {"client_to_peer": 65, "peer_to_client": 65}
         # the Python buckets were charged for what C forwarded: the slow path is limited too
-        al = next(iter(comp.server.allocations.values()))  # type: ignore[union-attr]
+        al = next(iter(comp.server.allocations.values()))
         assert al.up is not None and al.up.tokens < 1000
     finally:
         cl.close()
         a.close()
         await comp.stop()
+
+
+async def test_tcp_close_deletes_the_allocation_and_its_relay_in_c(comp: TurnComponent) -> None:
+    cl, _relay = await client(comp, "bye", tcp=True)
+    a = peer()
+    await bind(cl, a, 0x4004)
+    assert comp.engine.fw.streams == 1 and comp.engine.fw.slots == 1
+    cl.close()
+    for _ in range(50):
+        pump(comp)
+        if comp.stats()["allocations"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    snap = comp.stats()
+    assert snap["allocations"] == 0 and snap["tcp_connections"] == 0
+    assert comp.engine.fw.streams == 0 and comp.engine.fw.slots == 0 and fw_routes(comp) == 0
+    a.close()
 
 
 async def test_the_started_log_says_which_engine_runs() -> None:
@@ -221,7 +294,7 @@ async def test_the_started_log_says_which_engine_runs() -> None:
             comp = TurnComponent(settings(), (SECRET,), native_forwarding=wanted)
             await comp.start()
             try:
-                assert isinstance(comp.udp, NativeUdp) is wanted
+                assert isinstance(comp.engine, NativeEngine) is wanted
             finally:
                 await comp.stop()
         started = [e for e in logs if e["event"] == "turn_started"]
@@ -267,7 +340,7 @@ async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_
     """Issue 13 #3: in one wake-up, A's Refresh to 0 closes its relay socket, B's Allocate
     gets the same fd from the kernel, and A's peer datagrams read in that wake-up (handed
     back to Python as Data indications) must not go to B's client."""
-    assert isinstance(comp.udp, NativeUdp)
+    assert isinstance(comp.engine, NativeEngine)
     p = peer()
     port = comp.settings.TURN_PORT
     attempts, reused, leaked = 40, 0, []
@@ -278,7 +351,7 @@ async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_
             assert code(resp) == 200
             b = StunClient(port, user=f"raceb{attempt}")
             assert code(await asyncio.to_thread(b.request, c.REFRESH, [])) == 437  # a nonce
-            a_fds = set(comp.udp.relays)
+            a_fds = set(comp.engine.relays)
             # queued before the server reads any of it: the listener first, then A's relay
             a.send(signed_request(a, c.REFRESH, [(c.LIFETIME, c.uint32(0))]))
             b.send(signed_request(b, c.ALLOCATE, [(c.REQUESTED_TRANSPORT, b"\x11\0\0\0")]))
@@ -287,8 +360,8 @@ async def test_datagrams_of_a_closed_allocation_never_reach_the_one_reusing_its_
             for i in range(8):
                 p.sendto(b"for A %d %d" % (attempt, i), relay_a)
             pump(comp)
-            assert len(comp.server.allocations) == 1  # type: ignore[union-attr]
-            reused += bool(a_fds & set(comp.udp.relays))
+            assert len(comp.server.allocations) == 1
+            reused += bool(a_fds & set(comp.engine.relays))
             leaked += data_indications(b)
             a.close()
             assert code(await asyncio.to_thread(b.request, c.REFRESH,
