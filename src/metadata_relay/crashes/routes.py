@@ -24,7 +24,7 @@ from metadata_relay.crashes.store import CrashStore
 from metadata_relay.http.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import REGISTRY, get_logger
-from metadata_relay.pairing.ratelimit import Window, retry_after_header
+from metadata_relay.ratelimit import Window, retry_after_header
 from metadata_relay.storage.sqlite import Database
 
 log = get_logger("metadata_relay.crashes")

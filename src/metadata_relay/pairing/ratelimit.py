@@ -8,12 +8,11 @@ Every check takes ``now``.
 from __future__ import annotations
 
 import ipaddress
-import math
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from metadata_relay.observability import get_logger
+from metadata_relay.ratelimit import Window
 
 log = get_logger("metadata_relay.pairing.ratelimit")
 
@@ -39,56 +38,6 @@ def network(ip: str) -> str:
         addr = addr.ipv4_mapped
     bits = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
-
-
-def retry_after_header(seconds: float) -> int:
-    return max(1, math.ceil(seconds))
-
-
-class Window:
-    """Sliding-window log of events per key; memory bounded by ``max_keys`` (least recently
-    used keys are dropped)."""
-
-    def __init__(self, window: float, max_keys: int = 100_000) -> None:
-        self.window = window
-        self.max_keys = max_keys
-        self._log: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _events(self, key: str, now: float, create: bool) -> deque[float] | None:
-        q = self._log.get(key)
-        if q is None:
-            if not create:
-                return None
-            q = self._log[key] = deque()
-            if len(self._log) > self.max_keys:
-                self._log.popitem(last=False)
-        else:
-            self._log.move_to_end(key)
-        horizon = now - self.window
-        while q and q[0] <= horizon:
-            q.popleft()
-        return q
-
-    def over(self, key: str, limit: int, now: float) -> float:
-        """0.0 when fewer than ``limit`` events are in the window, else seconds until one
-        leaves it."""
-        q = self._events(key, now, create=False)
-        if q is None or len(q) < limit:
-            return 0.0
-        return max(q[-limit] + self.window - now, 0.001)
-
-    def add(self, key: str, now: float) -> None:
-        q = self._events(key, now, create=True)
-        assert q is not None
-        q.append(now)
-
-    def prune(self, now: float) -> None:
-        horizon = now - self.window
-        for key in [k for k, q in self._log.items() if not q or q[-1] <= horizon]:
-            del self._log[key]
-
-    def __len__(self) -> int:
-        return len(self._log)
 
 
 class Counter(Protocol):
@@ -169,31 +118,6 @@ class RedisCounter:
 
     def prune(self, now: float) -> None:
         self.local.prune(now)
-
-
-class TokenBucket:
-    """``rate`` events/s with bursts of ``burst`` (one socket's own limit)."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
-
-    def wait(self) -> float:
-        """Seconds until the next event would be allowed."""
-        return max(1.0 - self.tokens, 0.0) / self.rate if self.rate > 0 else math.inf
 
 
 class SocketCounts:

@@ -12,10 +12,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from metadata_relay.http.bodies import InvalidJson, read_json_object
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing import protocol
-from metadata_relay.pairing.ratelimit import retry_after_header
 from metadata_relay.pairing.service import Busy, Limited, PairingService
 from metadata_relay.pairing.sockets import ClientSocket, InstanceSocket, SocketEndpoint
 from metadata_relay.pairing.store import iso
+from metadata_relay.ratelimit import retry_after_header
 
 log = get_logger("metadata_relay.pairing.routes")
 

@@ -29,7 +29,6 @@ from metadata_relay.pairing import protocol
 from metadata_relay.pairing.hub import Delivery
 from metadata_relay.pairing.outbox import Outbox, spawn
 from metadata_relay.pairing.possession import Challenge
-from metadata_relay.pairing.ratelimit import TokenBucket, retry_after_header
 from metadata_relay.pairing.service import (
     AUTH_FAILURES,
     RATE_LIMITED,
@@ -40,6 +39,7 @@ from metadata_relay.pairing.service import (
     Registration,
 )
 from metadata_relay.pairing.store import Instance, iso
+from metadata_relay.ratelimit import TokenBucket, retry_after_header
 
 log = get_logger("metadata_relay.pairing.sockets")
 
@@ -373,7 +373,7 @@ class InstanceSocket(RelaySocket):
 
     def _limited(self, bucket: TokenBucket, name: str, **extra: Any) -> bool:
         """True (after answering ``rate_limited``) when ``bucket`` is empty."""
-        if bucket.take(self.clock.monotonic()):
+        if bucket.spend(self.clock.monotonic()):
             return False
         RATE_LIMITED.labels(name).inc()
         self.send_text(protocol.rate_limited(retry_after_header(bucket.wait()), **extra))
@@ -387,7 +387,7 @@ class InstanceSocket(RelaySocket):
         self.send_text(protocol.PONG)
         if self.instance_id is None:
             return None
-        if not self.ping_bucket.take(self.clock.monotonic()):
+        if not self.ping_bucket.spend(self.clock.monotonic()):
             RATE_LIMITED.labels("instance_ping").inc()
             return None
         return self.svc.heard(self.instance_id)
@@ -523,7 +523,7 @@ class ClientSocket(RelaySocket):
 
     def admit(self, now: float) -> bool:
         """Every frame takes a token; a flood closes the socket with 1008."""
-        if not self.inbound.take(now):
+        if not self.inbound.spend(now):
             WS_FRAMES.labels(self.kind, "inbound_rate_limited").inc()
             self.outbox.close(CLOSE_POLICY, "message rate exceeded")
             return False
@@ -538,7 +538,7 @@ class ClientSocket(RelaySocket):
             WS_FRAMES.labels(self.kind, "foreign_instance_rejected").inc()
             return False
         now = self.clock.monotonic()
-        if not self.outbound.take(now):
+        if not self.outbound.spend(now):
             WS_FRAMES.labels(self.kind, "outbound_rate_limited").inc()
             return False
         self.last_activity = now

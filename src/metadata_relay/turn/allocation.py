@@ -22,9 +22,9 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
+from metadata_relay.ratelimit import TokenBucket
 from metadata_relay.turn.codec import Address, data_indication, ip_family
 from metadata_relay.turn.peers import PeerPolicy
-from metadata_relay.turn.ratelimit import TokenBucket
 
 MAX_UDP = 65507
 """Largest IPv4 UDP payload: no frame for the client is bigger."""

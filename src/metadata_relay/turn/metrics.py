@@ -69,24 +69,20 @@ class TurnCollector(Collector):
                 fam.add_metric([direction],
                                sum(s[f"relayed_{unit}"][direction] for s in snaps))
             yield fam
-        fam = CounterMetricFamily("relay_turn_auth_failures", "TURN authentication failures",
-                                  labels=["reason"])
-        reasons: dict[str, int] = {}
-        for s in snaps:
-            for k, v in s["auth_failures"].items():
-                reasons[k] = reasons.get(k, 0) + v
-        for k, v in sorted(reasons.items()):
-            fam.add_metric([k], v)
-        yield fam
-        fam = CounterMetricFamily("relay_turn_error_responses", "TURN error responses by code",
-                                  labels=["code"])
-        codes: dict[str, int] = {}
-        for s in snaps:
-            for k, v in s["error_responses"].items():
-                codes[k] = codes.get(k, 0) + v
-        for k, v in sorted(codes.items()):
-            fam.add_metric([k], v)
-        yield fam
+        yield _by_label(snaps, "auth_failures", "TURN authentication failures", "reason")
+        yield _by_label(snaps, "error_responses", "TURN error responses by code", "code")
 
+
+def _by_label(snaps: list[dict[str, Any]], key: str, doc: str,
+              label: str) -> CounterMetricFamily:
+    """``relay_turn_<key>``: the servers' ``key`` counts summed per label value."""
+    totals: dict[str, int] = {}
+    for s in snaps:
+        for k, v in s[key].items():
+            totals[k] = totals.get(k, 0) + v
+    fam = CounterMetricFamily(f"relay_turn_{key}", doc, labels=[label])
+    for k, v in sorted(totals.items()):
+        fam.add_metric([k], v)
+    return fam
 
 REGISTRY.register(TurnCollector())

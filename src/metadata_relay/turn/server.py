@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from metadata_relay.ratelimit import TokenBucket
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import Allocation, Relay
 from metadata_relay.turn.codec import Address, Message
@@ -26,7 +27,6 @@ from metadata_relay.turn.credentials import (
 )
 from metadata_relay.turn.nonce import NonceFactory
 from metadata_relay.turn.peers import PeerPolicy, normalise
-from metadata_relay.turn.ratelimit import TokenBucket
 
 Opener = Callable[[Allocation, int, bool], Relay | None]
 """(allocation, address family 4 or 6, even port wanted) -> relay socket of that family, or

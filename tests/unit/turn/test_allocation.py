@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from metadata_relay.ratelimit import TokenBucket
 from metadata_relay.turn import codec as c
 from metadata_relay.turn.allocation import MAX_UDP, Allocation
 from metadata_relay.turn.codec import Address
 from metadata_relay.turn.peers import PeerPolicy
-from metadata_relay.turn.ratelimit import TokenBucket
 from tests.unit.turn.harness import DENIED, T0
 
 OWN = "203.0.113.7"

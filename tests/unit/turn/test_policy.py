@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from metadata_relay.config import load_settings
+from metadata_relay.ratelimit import TokenBucket
 from metadata_relay.turn.credentials import (
     long_term_key,
     parse_rest_username,
@@ -22,7 +23,6 @@ from metadata_relay.turn.credentials import (
 from metadata_relay.turn.nonce import NonceFactory
 from metadata_relay.turn.peers import IP, PeerPolicy
 from metadata_relay.turn.ports import PortPool
-from metadata_relay.turn.ratelimit import TokenBucket
 
 DEFAULT_DENIED = load_settings({}).TURN_DENIED_PEERS
 
