@@ -13,11 +13,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from metadata_relay.bodies import BodyTooLarge, too_large
 from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
 from metadata_relay.crashes.routes import routes as crash_routes
 from metadata_relay.http import status
-from metadata_relay.http.bodies import BodyTooLarge, too_large
 from metadata_relay.http.edge import Edge, EdgeMiddleware
 from metadata_relay.http.fastpath import FastPath
 from metadata_relay.http.server import Service

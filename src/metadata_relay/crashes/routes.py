@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from metadata_relay.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.config import Settings
 from metadata_relay.crashes.report import parse
 from metadata_relay.crashes.store import CrashStore
-from metadata_relay.http.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.http.edge import client_ip
 from metadata_relay.observability import REGISTRY, get_logger
 from metadata_relay.ratelimit import Window, retry_after_header

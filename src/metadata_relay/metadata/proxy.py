@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 
+from metadata_relay.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.clock import Clock
 from metadata_relay.config import Settings
-from metadata_relay.http.bodies import BodyTooLarge, InvalidJson, read_json_object
 from metadata_relay.metadata.cache import (
     Entry,
     MemoryTier,

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from metadata_relay.http.bodies import InvalidJson, read_json_object
+from metadata_relay.bodies import InvalidJson, read_json_object
 from metadata_relay.observability import get_logger
 from metadata_relay.pairing import protocol
 from metadata_relay.pairing.service import Busy, Limited, PairingService

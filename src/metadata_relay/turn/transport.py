@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from metadata_relay.observability import get_logger
 from metadata_relay.turn import codec as c
@@ -26,8 +26,12 @@ from metadata_relay.turn.ports import PortPool
 from metadata_relay.turn.proxy import ProxyHeaderError, StreamStart, from_trusted
 from metadata_relay.turn.server import TurnServer
 
-if TYPE_CHECKING:
-    from metadata_relay.turn.native import NativeEngine
+
+class RelayEngine(Protocol):
+    """Who else can own the relay sockets of new allocations (the C forwarder's
+    ``native.NativeEngine``); without one, the event-loop edge here does."""
+
+    def relay(self, sock: socket.socket, port: int, pool: PortPool, al: Allocation) -> Any: ...
 
 log = get_logger("metadata_relay.turn")
 
@@ -299,7 +303,7 @@ class RelayOpener:
         self.listeners: dict[int, Any] = {}
         """Address family -> the UDP listener's transport (how UDP clients' relay sockets
         reach a client of that family, event-loop edge)."""
-        self.native: NativeEngine | None = None
+        self.native: RelayEngine | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, al: Allocation, family: int, even: bool = False) -> Any:
