@@ -39,10 +39,14 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-# loggers whose debug output quotes requests or frames: websockets logs every frame (with its
-# data) to the logger uvicorn gives it, "uvicorn.error"
-QUIET_BELOW_INFO = ("uvicorn", "uvicorn.error", "websockets")
-QUIET_BELOW_WARNING = ("uvicorn.access", "aiosqlite")
+# loggers whose output quotes what clients send, kept at warning whatever LOG_LEVEL says:
+# uvicorn logs every WebSocket handshake at info with the peer's address, path and query (and
+# websockets logs every frame, with its data, at debug to the logger uvicorn gives it,
+# "uvicorn.error"); uvicorn.access would log request lines (the edge keeps its own, without
+# paths); aiosqlite logs every statement with its parameters at debug (crash reports, tokens,
+# generated secrets). The service's own "started"/"stopped" lines replace uvicorn's.
+QUIET_BELOW_INFO = ("websockets",)
+QUIET_BELOW_WARNING = ("uvicorn", "uvicorn.error", "uvicorn.access", "aiosqlite")
 TRACEBACK_FRAMES = 12
 
 
@@ -107,9 +111,6 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     root.setLevel(numeric)
     for name in QUIET_BELOW_INFO:
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
-    # uvicorn.access would log request lines (the edge keeps its own, without paths);
-    # aiosqlite logs every statement with its parameters at debug level (crash reports,
-    # tokens, generated secrets): never below warning
     for name in QUIET_BELOW_WARNING:
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -115,7 +115,7 @@ def test_no_payload_reaches_the_log(service: ServiceProcess) -> None:
     before = len(service.log())
     for i in range(FRAMES):
         path = ("/relay/client/websocket", "/relay/tunnel/websocket")[i % 2]
-        s = upgrade(service.port, path)
+        s = upgrade(service.port, f"{path}?q={marker}")  # uvicorn logged path, query, peer
         try:
             payload = (mark * (FRAME_BYTES // len(mark)))[:FRAME_BYTES - 2] + b"\xff\xfe"
             s.sendall(masked_text(payload))
@@ -140,5 +140,7 @@ def test_no_payload_reaches_the_log(service: ServiceProcess) -> None:
         assert b" 200 " in s.recv(4096)
     log = service.log()
     assert marker not in log, [line for line in log.splitlines() if marker in line][:3]
+    assert "127.0.0.1:" not in log.replace(f"127.0.0.1:{service.port}", ""), [
+        line for line in log.splitlines() if "127.0.0.1:" in line][:3]  # no client address
     grown = len(log) - before
     assert grown < 40 * 1024, log[before:][-3000:]  # was 6 MB for the frames alone
