@@ -57,7 +57,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def replicas(tmp_path: Path, redis_url: str) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    env = {"REDIS_URL": redis_url, "TURN_SECRET": "shared", "RELAY_TOKEN_SECRET": "shared-tok"}
+    env = {"REDIS_URL": redis_url, "TURN_SECRET": "common-turn", "RELAY_TOKEN_SECRET": "common-tok"}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = start_service(tmp_path / "a", env)

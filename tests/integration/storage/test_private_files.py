@@ -58,7 +58,7 @@ async def test_existing_database_from_an_older_version_tightened(tmp_path: Path,
 
 
 async def test_shared_folder_left_alone(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
+    shared = tmp_path / "sticky"
     shared.mkdir()
     shared.chmod(0o1777)  # sticky, like /tmp: never narrowed
     db = await Database.open(shared / "relay.db")

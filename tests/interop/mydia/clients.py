@@ -1,5 +1,5 @@
 """Clients that talk to the relay byte for byte as mydia's real clients do
-(``../shared/reference/mydia-clients.md``, mydia c4efb91 and its iroh-era successor):
+(mydia c4efb91, ``lib/mydia/remote_access/relay.ex`` and the player, and its iroh-era successor):
 
 * :class:`ReqClient` — the mydia server's HTTP client (Elixir ``Req`` on Finch/Mint): one
   keep-alive HTTP/1.1 connection, lower-case headers ``accept: application/json``,
